@@ -1,0 +1,145 @@
+"""The one preprocessing function: decode -> EXIF orientation -> RGB -> resize -> centre crop.
+
+It serves the sorter and the trainer's evaluation of exported models, so that both see the same pixels.
+Output is uint8 RGB, HWC; normalisation lives inside the ONNX graph.
+
+Large JPEGs are decoded in draft mode: libjpeg scales by 1/2, 1/4 or 1/8 during the DCT, almost for
+free, choosing the largest reduction whose result still has a shorter side of at least `resize` pixels,
+so the model never sees fewer pixels than it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Camera files reach 100-150 MP (medium format). Anything larger is treated as a decompression bomb.
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = None  # we enforce MAX_PIXELS ourselves, with a clear reason
+
+
+class PreprocessError(Exception):
+    """A file that cannot be turned into model input. `str(e)` is a one-line reason for the report."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: CMYK, 16-bit, greyscale, palette with transparency, alpha."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit (or 32-bit int) greyscale: scale to 8 bits rather than clip at 255
+        a = np.asarray(img, dtype=np.uint32 if mode != "I" else np.int64)
+        peak = 65535 if mode != "I" else max(int(a.max()), 255)
+        a = np.clip(a * 255 // max(peak, 1), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = np.nan_to_num((a - lo) / max(hi - lo, 1e-12) * 255.0)
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode == "P" or mode in ("LA", "PA", "RGBA", "La", "RGBa"):
+        # drop alpha onto white, as a viewer would show the photo
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK (Pillow inverts Adobe CMYK correctly), YCbCr, LAB, HSV
+
+
+def open_image(source: str | os.PathLike | Image.Image, min_side: int) -> Image.Image:
+    """Decode `source` to an upright RGB image whose shorter side is at least `min_side` when the
+    original allows it (draft mode may shrink JPEGs on decode, never below `min_side`)."""
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            img = Image.open(source)
+        except UnidentifiedImageError:
+            raise PreprocessError("not an image (unrecognised format)") from None
+        except FileNotFoundError:
+            raise PreprocessError("file vanished before it could be read") from None
+        except PermissionError:
+            raise PreprocessError("permission denied") from None
+        except IsADirectoryError:
+            raise PreprocessError("is a directory") from None
+        except OSError as e:
+            raise PreprocessError(f"cannot open: {e}") from None
+    try:
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise PreprocessError("image has no pixels")
+        if w * h > MAX_PIXELS:
+            raise PreprocessError(f"image too large ({w}x{h} pixels): possible decompression bomb")
+        if getattr(img, "is_animated", False):
+            img.seek(0)  # animated GIF/PNG/WebP: classify the first frame
+        if img.format == "JPEG" and min(w, h) > 2 * min_side:
+            # requested box: Pillow keeps the scale at which both sides stay >= the request
+            img.draft("RGB", (max(min_side, 1) * w // min(w, h), max(min_side, 1) * h // min(w, h)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.load()
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # corrupt EXIF: keep the pixels as stored
+            pass
+        return _to_rgb(img)
+    except PreprocessError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PreprocessError(f"cannot decode: {msg}") from None
+    except Image.DecompressionBombError as e:
+        raise PreprocessError(f"decompression bomb: {e}") from None
+    except MemoryError:
+        raise PreprocessError("out of memory decoding image") from None
+
+
+def resize_shorter(img: Image.Image, side: int) -> Image.Image:
+    """Resize so the shorter side is `side`, keeping aspect ratio (bilinear with antialiasing)."""
+    w, h = img.size
+    if min(w, h) == side:
+        return img
+    if w <= h:
+        size = (side, max(1, round(h * side / w)))
+    else:
+        size = (max(1, round(w * side / h)), side)
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+def center_crop(img: Image.Image, crop: int) -> Image.Image:
+    w, h = img.size
+    left, top = (w - crop) // 2, (h - crop) // 2
+    return img.crop((left, top, left + crop, top + crop))
+
+
+def preprocess(source: str | os.PathLike | Image.Image, resize: int, crop: int) -> np.ndarray:
+    """The model input for one photo: uint8 RGB array of shape (crop, crop, 3).
+
+    Raises PreprocessError with a one-line reason for anything that is not a usable image.
+    """
+    img = open_image(source, resize)
+    img = center_crop(resize_shorter(img, resize), crop)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def is_draft_candidate(path: str | os.PathLike, resize: int) -> bool:
+    """Whether `path` is a JPEG large enough that `preprocess` decodes it in draft mode."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "JPEG" and min(img.size) > 2 * resize
+    except Exception:
+        return False
+
+
+__all__ = [
+    "MAX_PIXELS",
+    "PreprocessError",
+    "open_image",
+    "resize_shorter",
+    "center_crop",
+    "preprocess",
+    "is_draft_candidate",
+]
