@@ -110,7 +110,8 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
         if schedule == FROM_CONFIG and not cron:
             raise ConfigError("--schedule without a value needs [sorter.schedule] cron in the config")
         settings = RunSettings(inbox, Path(cfg.library).expanduser(), cfg.model, cfg.threshold, cfg.target_precision,
-                               cfg.batch_size, cfg.device, cfg.settle_seconds, dry_run, cfg.write_sidecars)
+                               cfg.batch_size, cfg.device, cfg.settle_seconds, dry_run, cfg.write_sidecars,
+                               workers=cfg.workers, int8=cfg.int8, tta=cfg.tta)
         runner = Runner(settings)
         stop = threading.Event()
         restore = stop_on_signals(stop)
@@ -126,6 +127,7 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
                 _one(runner, stop, quiet, dry_run)
         finally:
             restore()
+            runner.close()
     except UserError as e:
         fail(e)
 

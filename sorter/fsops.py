@@ -7,10 +7,17 @@ Nothing else in the sorter writes to the inbox or the library directly.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 from pathlib import Path
+
+try:  # Linux: renameat2(RENAME_NOREPLACE) renames atomically and fails with EEXIST instead of overwriting
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except (AttributeError, OSError):
+    _renameat2 = None
+AT_FDCWD, RENAME_NOREPLACE = -100, 1
 
 CHUNK = 1 << 20
 
@@ -56,6 +63,15 @@ class FileOps:
 
     def rename(self, src: Path, dst: Path) -> None:
         os.rename(src, dst)
+
+    def rename_noreplace(self, src: Path, dst: Path) -> None:
+        """Atomic rename that never overwrites (EEXIST). ENOSYS/EINVAL where the system or the
+        filesystem cannot do it: the caller falls back to link + unlink."""
+        if _renameat2 is None:
+            raise OSError(errno.ENOSYS, "renameat2 is not available", str(src))
+        if _renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
     def unlink(self, path: Path) -> None:
         os.unlink(path)

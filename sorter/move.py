@@ -7,9 +7,10 @@ after a crash, which is how recovery works (see `txn.py`).
 Rules kept by every step:
 - nothing is ever overwritten, except a sidecar whose current sha256 is exactly the one we expect to
   replace (our own merge target);
-- the source of a move is removed only after the destination is complete (same filesystem: a hard
-  link, so both names point at the same bytes; across filesystems: copy to a temporary name, fsync,
-  verify the sha256, link into place, fsync the folder, then remove the source);
+- the source of a move is removed only after the destination is complete. Same filesystem: an atomic
+  rename that refuses to overwrite (renameat2 RENAME_NOREPLACE; where the filesystem lacks it, a hard
+  link then unlink of the source). Across filesystems: copy to a temporary name, fsync, verify the
+  sha256, give it its name the same way, fsync the folder, then remove the source;
 - a temporary file never outlives the step that made it.
 """
 
@@ -23,14 +24,35 @@ from pathlib import Path
 from .fsops import FileOps, tmp_name
 
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EACCES}
+NO_RENAME_NOREPLACE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 class StepError(Exception):
     """A step that cannot be done for one file (name taken, file changed or vanished): a one-line reason."""
 
 
+def _rename_noreplace(ops: FileOps, src: Path, dst: Path) -> bool:
+    """Atomic no-overwrite rename; False where unsupported (then link + unlink is used)."""
+    try:
+        ops.rename_noreplace(src, dst)
+    except FileExistsError:
+        raise StepError(f"destination {dst} appeared while moving; nothing overwritten") from None
+    except OSError as e:
+        if e.errno in NO_RENAME_NOREPLACE:
+            return False
+        raise
+    return True
+
+
 def _publish(ops: FileOps, tmp: Path, dst: Path) -> None:
     """Give complete file `tmp` its final name `dst` without ever overwriting, then fsync the folder."""
+    try:
+        if _rename_noreplace(ops, tmp, dst):
+            ops.fsync_dir(dst.parent)
+            return
+    except StepError:
+        ops.remove_quietly(tmp)
+        raise
     try:
         ops.link(tmp, dst)
     except FileExistsError:
@@ -69,6 +91,10 @@ def move(ops: FileOps, src: Path, dst: Path, sha256: str | None) -> None:
         raise StepError(f"{src} vanished before it could be moved")
     ops.makedirs(dst.parent)
     try:
+        if _rename_noreplace(ops, src, dst):  # atomic: the file has exactly one name at every moment
+            ops.fsync_dir(dst.parent)
+            ops.fsync_dir(src.parent)
+            return
         ops.link(src, dst)
     except FileExistsError:
         raise StepError(f"destination {dst} appeared while moving; nothing overwritten") from None

@@ -106,12 +106,19 @@ class CsvReport:
         self.ops = ops or FileOps()
         self.ops.makedirs(self.path.parent)
         fresh = not self.ops.lexists(self.path)
+        if not fresh:
+            data = self.ops.read_bytes(self.path)
+            if HEADER.startswith(data):
+                self.ops.truncate(self.path, 0)  # created, but killed before its header was complete
+                fresh = True
+            elif complete_prefix(data) < len(data):
+                self.ops.truncate(self.path, complete_prefix(data))  # a row torn by a crash: cut it off
         self._have: set[tuple[str, str, str]] = set()
         if dedupe and not fresh:
             self._have = {(r.source, r.destination, r.action) for r in read_report(self.path)}
         self._fd = self.ops.open_append(self.path)
         if fresh:
-            self.ops.write(self._fd, _csv_text([COLUMNS]).encode("utf-8"))
+            self.ops.write(self._fd, HEADER)
 
     def record(self, rows: list[Row], sidecars: list[dict]) -> None:
         todo = [r for r in rows if (r.source, r.destination, r.action) not in self._have]
@@ -166,12 +173,28 @@ class Sinks:
             s.close()
 
 
+HEADER = _csv_text([COLUMNS]).encode("utf-8")
+
+
+def complete_prefix(data: bytes) -> int:
+    """Length of the longest prefix made of whole CSV records: it ends with a newline that is not
+    inside a quoted field (an even number of quote characters before it)."""
+    end, quotes = 0, 0
+    for i, byte in enumerate(data):
+        if byte == 0x22:
+            quotes += 1
+        elif byte == 0x0A and quotes % 2 == 0:
+            end = i + 1
+    return end
+
+
 def read_report(path: Path) -> list[Row]:
     """The rows of a report CSV (cells unescaped). A torn last line is ignored."""
-    with open(path, newline="", encoding="utf-8") as f:
-        text = f.read()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
+    with open(path, "rb") as f:
+        data = f.read()
+    if HEADER.startswith(data):
+        return []  # empty, or killed while writing the header
+    text = data[: complete_prefix(data)].decode("utf-8", errors="replace")
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header != COLUMNS:

@@ -9,6 +9,7 @@ flushed, the rest stays in the inbox for the next run.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 import time
@@ -44,6 +45,9 @@ class RunSettings:
     dry_run: bool = False
     write_sidecars: bool = True
     exports_dir: Path | None = None
+    workers: int = 0
+    int8: bool | None = None
+    tta: bool = False
 
 
 @dataclass
@@ -108,16 +112,28 @@ class Runner:
                 self._classifier = self._factory(self.card)
             else:
                 from .classify import Classifier
-                self._classifier = Classifier(self.card, device=self.settings.device,
-                                              batch_size=self.settings.batch_size)
+                s = self.settings
+                wanted = {"device": s.device, "batch_size": s.batch_size, "workers": s.workers, "int8": s.int8,
+                          "tta": s.tta}
+                accepted = inspect.signature(Classifier).parameters  # options the classifier offers
+                self._classifier = Classifier(self.card, **{k: v for k, v in wanted.items() if k in accepted})
         return self._classifier
+
+    def model_desc(self) -> str:
+        sha = getattr(self._classifier, "model_sha256", None) or self.card.onnx["sha256"]
+        return f"{self.card.name}@{sha}"
+
+    def close(self) -> None:
+        close = getattr(self._classifier, "close", None)
+        if close:
+            close()
+        self._classifier = None
 
     def run(self, stop: threading.Event | None = None, on_start: Callable[[int], None] | None = None,
             on_batch: Callable[[int], None] | None = None, extra_sinks: Iterable = ()) -> RunSummary:
         s, lib, ops = self.settings, self.library, self.ops
         started = time.monotonic()
-        model = f"{self.card.name}@{self.card.onnx['sha256']}"
-        summary = RunSummary("", None, model, self.threshold, self.threshold_source)
+        summary = RunSummary("", None, self.model_desc(), self.threshold, self.threshold_source)
         lock = None
         if s.dry_run:
             index = Index(lib.index, lib.root, readonly=True)
@@ -139,6 +155,7 @@ class Runner:
                 except OSError as e:
                     raise StorageError(f"cannot open the journal {lib.journal}: {e.strerror}") from None
                 summary.recovered = recover(journal, ops, index)
+                journal.compact()
             return self._run(summary, index, journal, stop, on_start, on_batch, extra_sinks, started)
         finally:
             if journal is not None:
@@ -158,6 +175,9 @@ class Runner:
         if not groups and not skipped:
             summary.seconds = time.monotonic() - started
             return summary  # nothing new: no report, no run record
+        if groups:
+            self.classifier()  # load (and verify) the model before anything is written
+        summary.model = self.model_desc()
         report = new_report_path(lib.reports)
         summary.run, summary.report = report.stem, report
         ops.makedirs(lib.reports)

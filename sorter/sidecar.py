@@ -31,8 +31,7 @@ PROPERTIES = (
     ("lr", "hierarchicalSubject", "Bag", lambda s: f"{ROOT_TOPIC}|{s}"),
     ("digiKam", "TagsList", "Seq", lambda s: f"{ROOT_TOPIC}/{s}"),
 )
-PROLOG = re.compile(rb"^(?:\s*(?:<\?.*?\?>|<!--.*?-->))*\s*", re.S)
-EPILOG = re.compile(rb"(?:\s*(?:<\?.*?\?>|<!--.*?-->))*\s*$", re.S)
+PROLOG = re.compile(rb"^(?:\s*(?:<\?(?:(?!\?>).)*\?>|<!--(?:(?!-->).)*-->))*\s*", re.S)
 
 
 class SidecarError(Exception):
@@ -103,8 +102,9 @@ def merge_sidecar(data: bytes, species: str) -> bytes:
             except ValueError:
                 pass
     body = ET.tostring(root, encoding="unicode").encode("utf-8")
-    head = PROLOG.match(data).group(0)
-    tail = EPILOG.search(data).group(0)
+    head = PROLOG.match(data).group(0)      # xpacket header, comments: kept as they were
+    close = data.rfind(b"</")
+    tail = data[data.find(b">", close) + 1:] if close >= 0 else b"\n"
     return head + body + (tail if tail.strip() else b"\n")
 
 
