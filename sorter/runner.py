@@ -157,6 +157,10 @@ class Runner:
                 summary.recovered = recover(journal, ops, index)
                 journal.compact()
             return self._run(summary, index, journal, stop, on_start, on_batch, extra_sinks, started)
+        except OSError as e:  # the library's disk refused a write outside a transaction (report, journal)
+            where = f" {e.filename}" if e.filename else ""
+            raise StorageError(f"cannot write{where}: {e.strerror or e} "
+                               "(nothing was lost; the next run finishes the job)") from None
         finally:
             if journal is not None:
                 journal.close()
@@ -213,9 +217,13 @@ class Runner:
             status = "stopped" if summary.stopped else "done"
         finally:
             index.end_run(summary.run, now_iso(), status, dict(summary.counts))
-            sinks.close()
-            if journal is not None and status != "failed":
-                journal.compact()
+            try:
+                sinks.close()
+                if journal is not None and status != "failed":
+                    journal.compact()
+            except OSError:
+                if status != "failed":
+                    raise  # otherwise the error that stopped the run is the one to report
         summary.seconds = time.monotonic() - started
         return summary
 

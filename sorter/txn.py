@@ -80,7 +80,10 @@ class Transactions:
         rows = _noted([Row.from_dict(r) for r in txn["rows"]], notes)
         sidecars = [s for s in txn["sidecars"] if s["path"] not in failed_sidecars]
         self._record(rows, sidecars)
-        self.journal.done(txn["id"])
+        try:
+            self.journal.done(txn["id"])
+        except OSError as e:
+            raise _storage(e, "cannot write the journal") from None
         return rows
 
     def _roll_back(self, txn: dict, done: list[dict], reason: str) -> list[Row]:
@@ -98,7 +101,10 @@ class Transactions:
             r.action, r.destination, r.remember = txn["fail"], "", False
             r.error = f"left in place: {reason}"
         self._record(rows, [])
-        self.journal.abort(txn["id"])
+        try:
+            self.journal.abort(txn["id"])
+        except OSError as e:
+            raise _storage(e, "cannot write the journal") from None
         return rows
 
     def _record(self, rows: list[Row], sidecars: list[dict]) -> None:

@@ -68,20 +68,22 @@ class CrashOps(FileOps):
 
 
 class FaultOps(FileOps):
-    """Raises OSError(`code`) from method `method` (after `after` successful calls)."""
+    """Raises OSError(errno) from the named methods, e.g. FaultOps(link=errno.EXDEV, write=errno.ENOSPC);
+    `after`: let that many faulty calls succeed first; `when(*args)`: fault only matching calls."""
 
-    def __init__(self, method: str, code: int, after: int = 0, when=None):
-        self.method, self.code, self.after, self.when, self.count = method, code, after, when, 0
-        original = getattr(FileOps, method)
+    def __init__(self, after: int = 0, when=None, **faults: int):
+        self.after, self.when, self.count = after, when, 0
+        for method, code in faults.items():
+            setattr(self, method, self._failing(getattr(FileOps, method), code).__get__(self))
 
+    def _failing(self, original, code):
         def failing(this, *args, **kwargs):
             if self.when is None or self.when(*args):
                 self.count += 1
                 if self.count > self.after:
-                    raise OSError(self.code, os.strerror(self.code), str(args[0]) if args else None)
+                    raise OSError(code, os.strerror(code), str(args[0]) if args else None)
             return original(this, *args, **kwargs)
-
-        setattr(self, method, failing.__get__(self))
+        return failing
 
 
 def sha(path: Path) -> str:
@@ -146,7 +148,7 @@ def colour_tree(inbox: Path, n: int = 3, seed: int = 0) -> Path:
     make_colour_photo(inbox / "IMG_1.JPG", "green", seed=seed + 100)
     (inbox / "IMG_1.CR2").write_bytes(b"II*\x00fake raw " + bytes([seed % 256]) * 64)
     (inbox / "IMG_1.xmp").write_bytes(XMP_MINE)
-    (inbox / "IMG_2.NEF").write_bytes(b"MM\x00*fake nef " + bytes([seed % 256]) * 80)
+    (inbox / "IMG_2.NEF").write_bytes(b"fake nef " + bytes([seed % 256]) * 80)
     (inbox / "IMG_2.NEF.xmp").write_bytes(XMP_MINE)
     (inbox / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     return inbox
