@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-
 import pytest
 
 from sorter.lock import LibraryLock, LockedError
@@ -34,4 +33,3 @@ def test_lock_in_the_same_process_also_refuses(tmp_path):
             LibraryLock(tmp_path / "lock").acquire()
     with LibraryLock(tmp_path / "lock") as again:
         assert again.stale is None
-
