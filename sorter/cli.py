@@ -15,6 +15,7 @@ from .daemon import make_trigger, serve, stop_on_signals
 from .errors import ConfigError, UserError
 from .index import Index
 from .library import STATE, Library
+from .report import ConsoleSink
 from .runner import Runner, RunSettings, RunSummary
 from .undo import undo as undo_report
 
@@ -135,7 +136,9 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
 def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> None:
     progress = Progress(not quiet)
     try:
-        summary = runner.run(stop, on_start=progress.start, on_batch=progress.step)
+        plan = [ConsoleSink(lambda line: tqdm.write(line, file=sys.stdout))] if dry_run else []
+        summary = runner.run(stop, on_start=progress.start, on_batch=progress.step, extra_sinks=plan,
+                             wait_for_settling=not watching)
     finally:
         progress.close()
     if watching and not summary.report and not summary.recovered:

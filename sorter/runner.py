@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .apply import Applier, now_iso
 from .card import ModelCard, find_model, read_card
-from .errors import StorageError
+from .errors import StorageError, UserError
 from .fsops import FileOps
 from .index import Index
 from .journal import Journal
@@ -130,9 +130,15 @@ class Runner:
         self._classifier = None
 
     def run(self, stop: threading.Event | None = None, on_start: Callable[[int], None] | None = None,
-            on_batch: Callable[[int], None] | None = None, extra_sinks: Iterable = ()) -> RunSummary:
+            on_batch: Callable[[int], None] | None = None, extra_sinks: Iterable = (),
+            wait_for_settling: bool = False) -> RunSummary:
+        """One run. `wait_for_settling` (a one-shot run): files still settling are waited for, once,
+        instead of being left to a later run."""
         s, lib, ops = self.settings, self.library, self.ops
         started = time.monotonic()
+        self.wait_for_settling = wait_for_settling
+        if not self.inbox.is_dir():
+            raise UserError(f"inbox not found: {self.inbox}")
         summary = RunSummary("", None, self.model_desc(), self.threshold, self.threshold_source)
         lock = None
         if s.dry_run:
@@ -171,6 +177,9 @@ class Runner:
     def _run(self, summary, index, journal, stop, on_start, on_batch, extra_sinks, started) -> RunSummary:
         s, lib, ops = self.settings, self.library, self.ops
         found = scan(self.inbox, lib.root, s.settle)
+        if found.waiting and self.wait_for_settling:
+            (stop or threading.Event()).wait(s.settle)
+            found = scan(self.inbox, lib.root, s.settle)
         summary.waiting = found.waiting
         groups = [g for g in found.groups
                   if not all(index.seen_unchanged(f, *g.stats[f]) for f in g.files)]

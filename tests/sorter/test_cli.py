@@ -40,7 +40,8 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, tiny_card):
     inbox = colour_tree(tmp_path / "inbox")
     before = snapshot(inbox)
     r = invoke("run", inbox, "--library", tmp_path / "lib", "--model", tiny_card, "--settle", 0, "--dry-run", "-q")
-    assert r.exit_code == 0 and "planned 15 file(s)" in r.output and "dry-run" in r.output
+    assert r.exit_code == 0 and "planned 15 file(s)" in r.output
+    assert f"dry-run   {inbox / 'red_0.jpg'} -> {tmp_path / 'lib' / 'Red_Bird' / 'red_0.jpg'}" in r.output
     assert snapshot(inbox) == before and not (tmp_path / "lib" / ".sorter").exists()
 
 
