@@ -79,6 +79,7 @@ def move(ops: FileOps, src: Path, dst: Path, sha256: str | None) -> None:
         ops.unlink(tmp)  # an unfinished copy: start over from the source
     if has_src and has_dst:
         if ops.samefile(src, dst) or (sha256 and ops.sha256(dst) == sha256):
+            ops.fsync_dir(dst.parent, now=True)
             ops.unlink(src)  # the destination is complete: finish by removing the source
             ops.fsync_dir(src.parent)
             return
@@ -108,7 +109,7 @@ def move(ops: FileOps, src: Path, dst: Path, sha256: str | None) -> None:
         ops.fsync_dir(dst.parent)
         ops.fsync_dir(src.parent)
         return
-    ops.fsync_dir(dst.parent)
+    ops.fsync_dir(dst.parent, now=True)  # the new name is durable before the old one goes
     ops.unlink(src)
     ops.fsync_dir(src.parent)
 
@@ -124,6 +125,7 @@ def _copy_across(ops: FileOps, src: Path, dst: Path, tmp: Path, sha256: str | No
     except BaseException:
         ops.remove_quietly(tmp)
         raise
+    ops.fsync_dir(dst.parent, now=True)  # the copy is durable under its name before the source goes
     ops.unlink(src)
     ops.fsync_dir(src.parent)
 

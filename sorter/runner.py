@@ -211,8 +211,8 @@ class Runner:
             pairs = zip(groups, stream)
             try:
                 while batch := list(itertools.islice(pairs, s.batch_size)):
-                    for decision, hashes in self._plan(batch, index):
-                        self._count(summary, applier.apply(decision, hashes))
+                    decisions, hashes = self._plan(batch, index)
+                    self._count(summary, applier.apply(decisions, hashes))
                     sinks.flush()
                     if on_batch:
                         on_batch(sum(len(g.files) for g, _ in batch))
@@ -236,7 +236,7 @@ class Runner:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _plan(self, batch, index: Index) -> list[tuple[Decision, dict[Path, str]]]:
+    def _plan(self, batch, index: Index) -> tuple[list[Decision], dict[Path, str]]:
         hashes: dict[Path, str] = {}
         out, ok_groups, ok_preds = [], [], []
         skips = {}
@@ -254,8 +254,8 @@ class Runner:
 
         planned = iter(plan_batch(ok_groups, ok_preds, hashes, self.threshold, find))
         for group, _ in batch:
-            out.append((skips.get(id(group)) or next(planned), hashes))
-        return out
+            out.append(skips.get(id(group)) or next(planned))
+        return out, hashes
 
     @staticmethod
     def _count(summary: RunSummary, rows: list[Row]) -> None:

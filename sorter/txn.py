@@ -9,7 +9,9 @@ A transaction is a dict:
     sidecars  sidecar records for the index (created/merged sidecars, or {"path", "forget": True})
     fail      the action its rows get when it is rolled back ("skipped" or "refused")
 
-`execute`: journal `begin` (fsynced) -> steps -> records to the sinks (index, report) -> `done`.
+`execute` (a batch of transactions, as one group commit): journal `begin` records (one fsynced write)
+-> steps (folder fsyncs deferred to the end of the batch, except where order matters for safety)
+-> records to the sinks (index, report) -> `done` records.
 A move that fails for one file (name taken, file vanished, permission) rolls the transaction back, so a
 group never ends up split, and its rows say why it was left in place. A storage error (disk full,
 read-only) stops the run with StorageError; the transaction stays pending.
@@ -56,12 +58,38 @@ class Transactions:
         self.ops = ops
         self.sinks = sinks
 
-    def execute(self, txn: dict) -> list[Row]:
-        """Run a transaction; returns the rows it recorded (rolled-back rows carry the reason)."""
+    def execute(self, *txns: dict) -> list[Row]:
+        """Run transactions as one group commit: all `begin` records in one fsynced write, the steps
+        (folder fsyncs done once per folder at the end), then every record in one go, then `done`.
+        Returns the rows recorded (a rolled-back transaction's rows carry the reason)."""
+        if not txns:
+            return []
         try:
-            self.journal.begin(txn)
+            self.journal.begin(*txns)
         except OSError as e:
             raise _storage(e, "cannot write the journal") from None
+        rows: list[Row] = []
+        sidecars: list[dict] = []
+        finished: list[str] = []
+        try:
+            with self.ops.deferred_dir_syncs():
+                for txn in txns:
+                    r, s, ok = self._steps(txn)
+                    rows += r
+                    sidecars += s
+                    if ok:
+                        finished.append(txn["id"])
+        except OSError as e:  # a folder fsync at the end of the batch
+            raise _storage(e, f"cannot sync {e.filename or 'a folder'}") from None
+        self._record(rows, sidecars)
+        try:
+            self.journal.done(*finished)
+        except OSError as e:
+            raise _storage(e, "cannot write the journal") from None
+        return rows
+
+    def _steps(self, txn: dict) -> tuple[list[Row], list[dict], bool]:
+        """Run one transaction's steps: (rows, sidecar records, True) or, rolled back, (rows, [], False)."""
         done: list[dict] = []
         notes: list[str] = []
         failed_sidecars: set[str] = set()
@@ -74,17 +102,11 @@ class Transactions:
                     raise _storage(e, f"cannot write {_where(step)}") from None
                 reason = str(e) if isinstance(e, StepError) else f"{_where(step)}: {e.strerror or e}"
                 if step["op"] == "move":
-                    return self._roll_back(txn, done, reason)
+                    return self._roll_back(txn, done, reason), [], False
                 notes.append(f"sidecar not written: {reason}")  # the photos are filed; keywords missing
                 failed_sidecars.add(step["path"])
         rows = _noted([Row.from_dict(r) for r in txn["rows"]], notes)
-        sidecars = [s for s in txn["sidecars"] if s["path"] not in failed_sidecars]
-        self._record(rows, sidecars)
-        try:
-            self.journal.done(txn["id"])
-        except OSError as e:
-            raise _storage(e, "cannot write the journal") from None
-        return rows
+        return rows, [s for s in txn["sidecars"] if s["path"] not in failed_sidecars], True
 
     def _roll_back(self, txn: dict, done: list[dict], reason: str) -> list[Row]:
         for step in reversed(done):
@@ -100,9 +122,8 @@ class Transactions:
         for r in rows:
             r.action, r.destination, r.remember = txn["fail"], "", False
             r.error = f"left in place: {reason}"
-        self._record(rows, [])
         try:
-            self.journal.abort(txn["id"])
+            self.journal.abort(txn["id"])  # durable now: recovery must not roll this one forward
         except OSError as e:
             raise _storage(e, "cannot write the journal") from None
         return rows

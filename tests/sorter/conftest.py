@@ -46,7 +46,7 @@ class CrashOps(FileOps):
     def fsync(self, fd: int) -> None:
         pass
 
-    def fsync_dir(self, path) -> None:
+    def fsync_dir(self, path, now: bool = False) -> None:
         pass
 
     def __getattribute__(self, name):

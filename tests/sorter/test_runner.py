@@ -168,11 +168,11 @@ def test_undo_refuses_changed_files_and_taken_places(tmp_path, make_runner):
     assert (inbox / "blue.jpg").exists() and (lib / "Red_Bird" / "red.jpg").read_bytes() == b"edited"
 
 
-def crash_points(tmp_path, make_runner) -> int:
+def crash_points(tmp_path, make_runner, batch_size: int) -> int:
     """Mutating filesystem calls a clean run of the small crash tree makes."""
     ops = CrashOps()
     small_tree(tmp_path / "probe" / "inbox")
-    make_runner(tmp_path / "probe" / "inbox", tmp_path / "probe" / "lib", ops=ops).run()
+    make_runner(tmp_path / "probe" / "inbox", tmp_path / "probe" / "lib", ops=ops, batch_size=batch_size).run()
     return ops.calls
 
 
@@ -184,15 +184,16 @@ def small_tree(inbox: Path) -> Path:
     return inbox
 
 
-def test_a_crash_at_any_filesystem_call_is_recovered(tmp_path, make_runner):
-    total = crash_points(tmp_path, make_runner)
+@pytest.mark.parametrize("batch_size", [1, 4])  # a transaction per commit, and both groups in one commit
+def test_a_crash_at_any_filesystem_call_is_recovered(tmp_path, make_runner, batch_size):
+    total = crash_points(tmp_path, make_runner, batch_size)
     assert total > 20
     for at in range(1, total + 1):
         root = tmp_path / f"crash{at}"
         inbox, lib = small_tree(root / "inbox"), root / "lib"
         originals = photo_inventory(inbox)
         with pytest.raises(Crash):
-            make_runner(inbox, lib, ops=CrashOps(at)).run()
+            make_runner(inbox, lib, ops=CrashOps(at), batch_size=batch_size).run()
         assert photo_inventory(inbox, lib) == originals, f"crash at call {at}"
         make_runner(inbox, lib, ops=CrashOps()).run()  # restart: recovery, then the rest of the job
         assert_consistent(inbox, lib, originals)

@@ -1,0 +1,87 @@
+"""Filing overhead of `sorter run` (journal, fsyncs, sidecars, index, report) against a bare baseline.
+
+Classification is replaced by an instant stub so that only the filing layer is measured. Each trial:
+N generated files (random bytes named .jpg, in 10 species by name) in a fresh inbox on this disk.
+    project:  Runner.run() with the stub classifier (sidecars on, as by default)
+    baseline: sha256 of each file + os.rename into library/<Species>/ (no journal, no fsync, no
+              sidecar, no report): what a careless script does
+Prints medians over trials and the ratio. Usage: python bench/filing_bench.py [N] [TRIALS]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sorter.classify import Prediction  # noqa: E402
+from sorter.runner import Runner, RunSettings  # noqa: E402
+from tests.conftest import make_tiny_model  # noqa: E402
+
+SPECIES = [f"Species_{i}" for i in range(10)]
+
+
+class StubClassifier:
+    def classify(self, paths):
+        for p in paths:
+            label = SPECIES[int(Path(p).stem.split("_")[1]) % len(SPECIES)]
+            yield Prediction(Path(p), label, 0.99, 0.99, [(label, 0.99)])
+
+
+def make_inbox(root: Path, n: int) -> Path:
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True)
+    for i in range(n):
+        (inbox / f"IMG_{i:05}.jpg").write_bytes(os.urandom(20_000))
+    old = time.time() - 60
+    for p in inbox.iterdir():
+        os.utime(p, (old, old))
+    return inbox
+
+
+def baseline(inbox: Path, library: Path) -> None:
+    for p in sorted(inbox.iterdir()):
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        folder = library / SPECIES[int(p.stem.split("_")[1]) % len(SPECIES)]
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rename(p, folder / p.name)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    trials = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    work = Path(tempfile.mkdtemp(prefix="filing-bench-", dir=os.environ.get("BENCH_DIR")))
+    card = make_tiny_model(work / "exports", labels=SPECIES)
+    times = {"project": [], "baseline": []}
+    try:
+        for t in range(trials):
+            for kind in ("baseline", "project"):
+                root = work / f"{kind}{t}"
+                inbox = make_inbox(root, n)
+                start = time.perf_counter()
+                if kind == "baseline":
+                    baseline(inbox, root / "lib")
+                else:
+                    settings = RunSettings(inbox, root / "lib", model=str(card), settle=0, batch_size=32)
+                    s = Runner(settings, classifier_factory=lambda c: StubClassifier()).run()
+                    assert s.counts["moved"] == n, s.counts
+                times[kind].append(time.perf_counter() - start)
+                shutil.rmtree(root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    p, b = statistics.median(times["project"]), statistics.median(times["baseline"])
+    print(f"files: {n}, trials: {trials}, disk: {work.parent}")
+    print(f"project  (journalled, fsynced, sidecars, index, report): median {p:.3f} s = {1000 * p / n:.2f} ms/file")
+    print(f"baseline (sha256 + os.rename, nothing else):              median {b:.3f} s = {1000 * b / n:.2f} ms/file")
+    print(f"ratio project/baseline: {p / b:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
