@@ -179,5 +179,6 @@ def is_storage_error(e: BaseException) -> bool:
 
 def tmp_name(path: Path) -> Path:
     """The temporary name used while `path` is being created: hidden, in the same folder."""
-    name = path.name if len(path.name.encode()) <= 200 else hashlib.sha1(path.name.encode()).hexdigest()
+    raw = os.fsencode(path.name)
+    name = path.name if len(raw) <= 200 else hashlib.sha1(raw).hexdigest()
     return path.with_name(f".{name}.sorter-tmp")

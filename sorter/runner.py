@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import threading
 import time
 from collections import Counter
@@ -148,6 +149,9 @@ class Runner:
             if pending:
                 summary.notes.append(f"{len(pending)} interrupted transaction(s) pending: the next real run finishes them")
         else:
+            if not os.access(self.inbox, os.W_OK):
+                raise UserError(f"the inbox {self.inbox} is read-only: photos cannot be moved out of it "
+                                "(copy them to a writable folder first)")
             ops.makedirs(lib.state)
             lock = LibraryLock(lib.lock).acquire()
             if lock.stale:

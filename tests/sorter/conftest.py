@@ -124,7 +124,7 @@ def assert_consistent(inbox: Path, library: Path, originals: Counter) -> None:
     if not lib.index.exists():
         return
     index = Index(lib.index, lib.root, readonly=True)
-    indexed = dict(index.db.execute("SELECT path, sha256 FROM files"))
+    indexed = {os.fsdecode(p): d for p, d in index.db.execute("SELECT path, sha256 FROM files")}
     index.close()
     filed = {}
     for report in sorted(lib.reports.glob("*.csv")):
