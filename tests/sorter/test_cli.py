@@ -80,13 +80,43 @@ def test_user_errors_are_one_line(tmp_path, tiny_card):
     assert (inbox / "a.jpg").exists()
 
 
+def test_schedule_from_the_config_or_the_command_line(tmp_path, tiny_card):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sorter.schedule]\nwatch_interval = 1.0\n")
+    base = ("run", inbox, "--library", tmp_path / "lib", "--model", tiny_card, "--config", cfg)
+    one_line_error(invoke(*base, "--schedule"), 3, "needs [sorter.schedule] cron")
+    one_line_error(invoke(*base, "--schedule", "every night"), 3, "bad schedule 'every night'")
+    one_line_error(invoke(*base, "--schedule", "0 2 * * *", "--watch"), 2, "choose one of --watch and --schedule")
+
+
+def start_watcher(tmp_path, tiny_card, *how):
+    inbox, lib = tmp_path / "inbox", tmp_path / "lib"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sorter.schedule]\ncron = "* * * * *"\n')
+    cmd = [sys.executable, "-m", "sorter.cli", "run", str(inbox), "--library", str(lib), "--model", str(tiny_card),
+           "--settle", "0", "-q", "--device", "cpu", "--config", str(cfg), *how]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_sigterm_stops_a_scheduled_sorter_cleanly(tmp_path, tiny_card):
+    (tmp_path / "inbox").mkdir()
+    p = start_watcher(tmp_path, tiny_card, "--schedule")  # cron from the config: every minute
+    try:
+        assert p.stdout.readline().startswith(f"watching {tmp_path / 'inbox'} on schedule '* * * * *'")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0 and out.strip() == "stopped" and "Traceback" not in err
+
+
 def test_sigterm_stops_the_watcher_cleanly(tmp_path, tiny_card):
     inbox, lib = tmp_path / "inbox", tmp_path / "lib"
     make_colour_photo(inbox / "a.jpg", "green", seed=1)
-    cmd = [sys.executable, "-m", "sorter.cli", "run", str(inbox), "--library", str(lib), "--model", str(tiny_card),
-           "--settle", "0", "--watch", "--interval", "0.2", "-q", "--device", "cpu"]
-    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    p = start_watcher(tmp_path, tiny_card, "--watch", "--interval", "0.2")
     try:
         deadline = time.monotonic() + 30
         while not (lib / "Green_Bird" / "a.jpg").exists() and time.monotonic() < deadline:
