@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from .errors import StorageError, UserError
 from .fsops import FileOps
 from .index import Index
 from .journal import Journal
-from .library import Library, check_paths
+from .library import check_paths
 from .lock import LibraryLock
 from .plan import Decision, plan_batch, resolve_threshold
 from .report import CsvReport, Row, Sinks
@@ -137,51 +138,50 @@ class Runner:
         instead of being left to a later run."""
         s, lib, ops = self.settings, self.library, self.ops
         started = time.monotonic()
-        self.wait_for_settling = wait_for_settling
         if not self.inbox.is_dir():
             raise UserError(f"inbox not found: {self.inbox}")
+        if not s.dry_run and not os.access(self.inbox, os.W_OK):
+            raise UserError(f"the inbox {self.inbox} is read-only: photos cannot be moved out of it "
+                            "(copy them to a writable folder first)")
         summary = RunSummary("", None, self.model_desc(), self.threshold, self.threshold_source)
-        lock = None
-        if s.dry_run:
-            index = Index(lib.index, lib.root, readonly=True)
-            journal = None
-            pending = Journal(lib.journal, ops).pending()
-            if pending:
-                summary.notes.append(f"{len(pending)} interrupted transaction(s) pending: the next real run finishes them")
-        else:
-            if not os.access(self.inbox, os.W_OK):
-                raise UserError(f"the inbox {self.inbox} is read-only: photos cannot be moved out of it "
-                                "(copy them to a writable folder first)")
-            ops.makedirs(lib.state)
-            lock = LibraryLock(lib.lock).acquire()
-            if lock.stale:
-                summary.notes.append(f"recovered a stale lock left by pid {lock.stale.get('pid')}")
-            index = Index(lib.index, lib.root)
-            journal = Journal(lib.journal, ops)
+        lock = index = journal = None
         try:
-            if journal is not None:
-                try:
-                    journal.open()
-                except OSError as e:
-                    raise StorageError(f"cannot open the journal {lib.journal}: {e.strerror}") from None
+            if s.dry_run:  # read only: no lock, no recovery, no index writes
+                index = Index(lib.index, lib.root, readonly=True)
+                pending = Journal(lib.journal, ops).pending()
+                if pending:
+                    summary.notes.append(f"{len(pending)} interrupted transaction(s) pending: "
+                                         "the next real run finishes them")
+            else:
+                ops.makedirs(lib.state)
+                lock = LibraryLock(lib.lock).acquire()
+                if lock.stale:
+                    summary.notes.append(f"recovered a stale lock left by pid {lock.stale.get('pid')}")
+                index = Index(lib.index, lib.root)
+                journal = Journal(lib.journal, ops).open()
                 summary.recovered = recover(journal, ops, index)
                 journal.compact()
-            return self._run(summary, index, journal, stop, on_start, on_batch, extra_sinks, started)
+            return self._run(summary, index, journal, stop, on_start, on_batch, extra_sinks, started,
+                             wait_for_settling)
         except OSError as e:  # the library's disk refused a write outside a transaction (report, journal)
             where = f" {e.filename}" if e.filename else ""
             raise StorageError(f"cannot write{where}: {e.strerror or e} "
                                "(nothing was lost; the next run finishes the job)") from None
+        except sqlite3.Error as e:
+            raise StorageError(f"library index {lib.index}: {e} (nothing was lost; the next run finishes the job)") from None
         finally:
             if journal is not None:
                 journal.close()
-            index.close()
+            if index is not None:
+                index.close()
             if lock is not None:
                 lock.release()
 
-    def _run(self, summary, index, journal, stop, on_start, on_batch, extra_sinks, started) -> RunSummary:
+    def _run(self, summary, index, journal, stop, on_start, on_batch, extra_sinks, started,
+             wait_for_settling) -> RunSummary:
         s, lib, ops = self.settings, self.library, self.ops
         found = scan(self.inbox, lib.root, s.settle)
-        if found.waiting and self.wait_for_settling:
+        if found.waiting and wait_for_settling:
             (stop or threading.Event()).wait(s.settle)
             found = scan(self.inbox, lib.root, s.settle)
         summary.waiting = found.waiting

@@ -21,6 +21,7 @@ into the index and into its own run's report (rows it already holds are not repe
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -133,6 +134,9 @@ class Transactions:
             self.sinks.record(rows, sidecars)
         except OSError as e:
             raise _storage(e, "cannot write the report") from None
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot update the library index: {e} "
+                               "(nothing was lost; the next run finishes the job)") from None
 
 
 def recover(journal: Journal, ops: FileOps, index) -> list[str]:
