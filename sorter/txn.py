@@ -139,36 +139,78 @@ class Transactions:
                                "(nothing was lost; the next run finishes the job)") from None
 
 
-def recover(journal: Journal, ops: FileOps, index) -> list[str]:
-    """Finish every pending transaction; returns one line per transaction for the summary."""
-    messages = []
-    for txn in journal.pending():
-        notes, missing = [], set()
-        for step in txn["steps"]:
-            try:
-                run_step(ops, step)
-            except StepError as e:
-                notes.append(str(e))
-                if step["op"] == "move":
-                    missing.add(step["src"])
-            except OSError as e:
-                if is_storage_error(e):
-                    raise _storage(e, f"recovery cannot write {_where(step)}") from None
-                notes.append(f"{_where(step)}: {e.strerror or e}")
-                if step["op"] == "move":
-                    missing.add(step["src"])
-        rows = [Row.from_dict(r) for r in txn["rows"]]
-        for r in rows:
-            r.error = "; ".join(filter(None, [r.error, "finished after an interruption"]))
-            if r.source in missing:
-                r.action, r.destination = txn["fail"], ""
-        _noted(rows, notes)
-        report = CsvReport(Path(txn["report"]), ops, dedupe=True)
+def _stale(ops: FileOps, txn: dict) -> str:
+    """Why a pending transaction must not be rolled forward: a source it has yet to move changed
+    since it was journalled (the user edited the photo before the restart). '' if it may."""
+    rewritten = {step["path"] for step in txn["steps"] if step["op"] == "put"}  # undo restores these first
+    for step in txn["steps"]:
+        if step["op"] == "move" and step.get("sha256") and step["src"] not in rewritten:
+            src, dst = Path(step["src"]), Path(step["dst"])
+            if ops.lexists(src) and not ops.lexists(dst) and ops.sha256(src) != step["sha256"]:
+                return f"{src.name} changed after an interruption; the group was left in place"
+    return ""
+
+
+def _finish(ops: FileOps, txn: dict) -> tuple[list[str], set[str]]:
+    """Roll a pending transaction forward; returns (notes, sources that could not be moved)."""
+    notes, missing = [], set()
+    for step in txn["steps"]:
         try:
-            Sinks(index, report).record(rows, txn["sidecars"])
-        finally:
+            run_step(ops, step)
+        except (StepError, OSError) as e:
+            if isinstance(e, OSError) and is_storage_error(e):
+                raise _storage(e, f"recovery cannot write {_where(step)}") from None
+            notes.append(str(e) if isinstance(e, StepError) else f"{_where(step)}: {e.strerror or e}")
+            if step["op"] == "move":
+                missing.add(step["src"])
+    return notes, missing
+
+
+def _roll_back_pending(ops: FileOps, txn: dict) -> None:
+    """Put back whatever moves of a pending transaction already happened (newest first)."""
+    for step in reversed(txn["steps"]):
+        back = reverse_step(step)
+        if back is not None and ops.lexists(Path(step["dst"])) and not ops.lexists(Path(step["src"])):
+            try:
+                run_step(ops, back)
+            except OSError as e:
+                raise _storage(e, f"recovery cannot write {_where(back)}") from None
+
+
+def recover(journal: Journal, ops: FileOps, index) -> list[str]:
+    """Finish every pending transaction (or, when a source changed since, put it back); record its rows
+    in the index and in its own run's report (rows already there are not repeated). Returns lines for
+    the summary."""
+    pending = journal.pending()
+    if not pending:
+        return []
+    reports: dict[str, CsvReport] = {}
+    problems: list[str] = []
+    files = 0
+    try:
+        for txn in pending:
+            rows = [Row.from_dict(r) for r in txn["rows"]]
+            stale = _stale(ops, txn)
+            if stale:
+                _roll_back_pending(ops, txn)
+                notes, missing = [stale], {r.source for r in rows}
+                sidecars = []
+            else:
+                notes, missing = _finish(ops, txn)
+                sidecars = txn["sidecars"]
+            for r in rows:
+                r.error = "; ".join(filter(None, [r.error, "finished after an interruption"]))
+                if r.source in missing:
+                    r.action, r.destination = txn["fail"], ""
+            _noted(rows, notes)
+            if txn["report"] not in reports:
+                reports[txn["report"]] = CsvReport(Path(txn["report"]), ops, dedupe=True)
+            Sinks(index, reports[txn["report"]]).record(rows, sidecars)
+            journal.done(txn["id"])
+            files += len(rows)
+            problems += notes
+    finally:
+        for report in reports.values():
             report.close()
-        journal.done(txn["id"])
-        messages.append(f"finished an interrupted {txn['kind']} of {len(rows)} file(s) from run {txn['run']}"
-                        + (f" ({'; '.join(notes)})" if notes else ""))
-    return messages
+    kinds = sorted({t["kind"] for t in pending})
+    return [f"finished {len(pending)} interrupted {'/'.join(kinds)} transaction(s) ({files} file(s))"] + problems

@@ -41,7 +41,7 @@ class CrashOps(FileOps):
     was written (only a power cut would), and skipping them keeps hundreds of simulated crashes fast."""
 
     def __init__(self, at: int | None = None):
-        self.at, self.calls, self.dead = at, 0, False
+        self.at, self.calls, self.dead, self.log = at, 0, False, []
 
     def fsync(self, fd: int) -> None:
         pass
@@ -56,6 +56,7 @@ class CrashOps(FileOps):
                 raise Crash("dead")
             if name in MUTATING:
                 self.calls += 1
+                self.log.append(name)
                 if self.at is not None and self.calls == self.at:
                     self.dead = True
                     if name == "write":
