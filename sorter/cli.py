@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -115,14 +116,19 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
                                workers=cfg.workers, int8=cfg.int8, tta=cfg.tta)
         runner = Runner(settings)
         stop = threading.Event()
-        restore = stop_on_signals(stop)
+        restore = stop_on_signals(stop, lambda line: click.echo(line, err=True))
         try:
             if watch or cron:
                 trigger = make_trigger(cfg.schedule.watch_interval, cron, cfg.schedule.timezone)
                 how = f"on schedule {cron!r}" if cron else f"every {cfg.schedule.watch_interval:g} s"
                 click.echo(f"watching {runner.inbox} {how}; Ctrl-C or SIGTERM stops after the current batch")
-                serve(lambda ev: _one(runner, ev, quiet, dry_run, watching=True), trigger, stop,
-                      run_now=not cron, on_error=lambda e: click.echo(f"error: {e}", err=True))
+                try:
+                    serve(lambda ev: _one(runner, ev, quiet, dry_run, watching=True), trigger, stop,
+                          run_now=not cron, on_error=lambda e: click.echo(f"error: {e}", err=True))
+                except KeyboardInterrupt:  # forced: leave the job thread behind (the journal covers it)
+                    click.echo("error: interrupted; nothing was lost, the next run finishes the job", err=True)
+                    sys.stderr.flush()
+                    os._exit(130)
                 click.echo("stopped")
             else:
                 _one(runner, stop, quiet, dry_run)
@@ -131,6 +137,9 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
             runner.close()
     except UserError as e:
         fail(e)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was lost, the next run finishes the job", err=True)
+        sys.exit(130)
 
 
 def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> None:
