@@ -126,9 +126,11 @@ def assert_consistent(inbox: Path, library: Path, originals: Counter) -> None:
         return
     index = Index(lib.index, lib.root, readonly=True)
     indexed = {os.fsdecode(p): d for p, d in index.db.execute("SELECT path, sha256 FROM files")}
+    reports = [Path(r) for (r,) in index.db.execute("SELECT report FROM runs WHERE dry_run = 0 ORDER BY rowid")]
     index.close()
+    assert set(reports) <= set(lib.reports.glob("*.csv"))
     filed = {}
-    for report in sorted(lib.reports.glob("*.csv")):
+    for report in reports:  # in the order the runs happened
         for r in read_report(report):
             if r.action in ("moved", "review", "rejected") and r.destination:
                 filed[str(Path(r.destination).relative_to(library))] = r.sha256
