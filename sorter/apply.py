@@ -71,7 +71,7 @@ class Applier:
                 err = f"identical to {d.duplicate_of[f]}"
             out.append(Row(now_iso(), str(f), "", action, d.species, p.confidence if p and d.species else None,
                            format_top3(p.top3) if p else "", hashes.get(f, ""), self.model, err,
-                           size, mtime, False, self.run))
+                           size, mtime, False, self.run, f == d.group.primary))
         return out
 
     def apply(self, decisions: list[Decision], hashes: dict[Path, str]) -> list[Row]:

@@ -15,7 +15,9 @@ from .config import SorterConfig, load_section
 from .daemon import make_trigger, serve, stop_on_signals
 from .errors import ConfigError, UserError
 from .index import Index
+from .journal import Journal
 from .library import STATE, Library
+from .lock import holder as lock_holder
 from .report import ConsoleSink
 from .runner import Runner, RunSettings, RunSummary
 from .undo import undo as undo_report
@@ -59,7 +61,7 @@ def print_summary(s: RunSummary, library: Path, dry_run: bool) -> None:
     what = "planned" if dry_run else "sorted"
     click.echo(f"{what} {files} file(s) in {s.groups} group(s) in {s.seconds:.1f} s; model {s.model.split('@')[0]}, "
                f"threshold {s.threshold:.4g} ({s.threshold_source})")
-    species = ", ".join(f"{k} {v}" for k, v in s.species.most_common())
+    species = "photos: " + ", ".join(f"{k} {v}" for k, v in s.species.most_common())
     lines = [("moved", species), ("review", str(library / "_review")), ("rejected", str(library / "_rejected")),
              ("duplicate", "left in place"), ("skipped", "left in place"), ("dry-run", "nothing touched")]
     for action, detail in lines:
@@ -189,11 +191,17 @@ def status(library, runs) -> None:
     index = Index(lib.index, lib.root, readonly=True)
     try:
         counts = index.counts()
-        click.echo(f"library {lib.root}")
+        click.echo(f"library {lib.root} (photos; a RAW+JPEG pair counts once)")
         for species, n in sorted(counts["species"].items()):
             click.echo(f"  {species:30} {n:6}")
         click.echo(f"  {'(review)':30} {counts['actions'].get('review', 0):6}")
         click.echo(f"  {'(rejected)':30} {counts['actions'].get('rejected', 0):6}")
+        who = lock_holder(lib.lock)
+        if who is not None:
+            click.echo(f"a sorter is running now (pid {who.get('pid')} on {who.get('host')}, since {who.get('started')})")
+        pending = Journal(lib.journal).pending()
+        if pending:
+            click.echo(f"{len(pending)} interrupted transaction(s) pending: the next run finishes them")
         click.echo("last runs:")
         for r in index.last_runs(runs):
             c = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())) or "-"

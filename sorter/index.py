@@ -27,7 +27,8 @@ from .report import Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path BLOB PRIMARY KEY, sha256 TEXT, source BLOB, species TEXT, action TEXT, run TEXT, time TEXT);
+    path BLOB PRIMARY KEY, sha256 TEXT, source BLOB, species TEXT, action TEXT, run TEXT, time TEXT,
+    is_primary INTEGER);
 CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE TABLE IF NOT EXISTS seen (
     path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, action TEXT, run TEXT, time TEXT);
@@ -98,8 +99,9 @@ class Index:
             for r in rows:
                 if r.action in FILED and r.destination:
                     self.db.execute(
-                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (self.rel(r.destination), r.sha256, _key(r.source), r.species, r.action, r.run, r.time))
+                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (self.rel(r.destination), r.sha256, _key(r.source), r.species, r.action, r.run, r.time,
+                         int(r.primary)))
                     self.db.execute("DELETE FROM seen WHERE path = ?", (_key(r.source),))
                 elif r.action == "undone":
                     self.db.execute("DELETE FROM files WHERE path = ?", (self.rel(r.source),))
@@ -137,9 +139,10 @@ class Index:
 
     # --- status ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, Counter]:
+        """Photos (groups: a RAW+JPEG+XMP shot counts once) per species and per action."""
         out: dict[str, Counter] = {"species": Counter(), "actions": Counter()}
         for action, species, n in self.db.execute(
-                "SELECT action, species, COUNT(*) FROM files GROUP BY action, species"):
+                "SELECT action, species, COUNT(*) FROM files WHERE is_primary = 1 GROUP BY action, species"):
             out["actions"][action] += n
             if action == "moved":
                 out["species"][species] += n

@@ -38,6 +38,7 @@ class Row:
     mtime_ns: int | None = None
     remember: bool = False
     run: str = ""
+    primary: bool = False   # the group's classified photo (status counts photos by these)
 
     def cells(self) -> list[str]:
         conf = "" if self.confidence is None else f"{self.confidence:.4f}"

@@ -60,7 +60,7 @@ class RunSummary:
     threshold: float
     threshold_source: str
     counts: Counter = field(default_factory=Counter)     # files per action
-    species: Counter = field(default_factory=Counter)    # files filed per species
+    species: Counter = field(default_factory=Counter)    # photos (groups) filed per species
     recovered: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     waiting: int = 0
@@ -265,5 +265,5 @@ class Runner:
     def _count(summary: RunSummary, rows: list[Row]) -> None:
         for r in rows:
             summary.counts[r.action] += 1
-            if r.action == "moved":
-                summary.species[r.species] += 1
+            if r.action == "moved" and r.primary:
+                summary.species[r.species] += 1  # photos (groups), not files

@@ -27,10 +27,10 @@ def test_run_status_undo(tmp_path, tiny_card):
     before = snapshot(inbox)
     r = invoke("run", inbox, "--library", lib, "--model", tiny_card, "--settle", 0, "--device", "cpu", "-q")
     assert r.exit_code == 0, r.output
-    assert "sorted 15 file(s) in 12 group(s)" in r.output and "Green_Bird 6, " in r.output and "report: " in r.output
+    assert "sorted 15 file(s) in 12 group(s)" in r.output and "photos: Green_Bird 4, " in r.output and "report: " in r.output
     report = r.output.split("report: ")[1].strip()
     s = invoke("status", lib)
-    assert s.exit_code == 0 and "Green_Bird" in s.output and "(rejected)                          3" in s.output
+    assert s.exit_code == 0 and "Green_Bird" in s.output and "(rejected)                          2" in s.output
     u = invoke("undo", report, "--yes")
     assert u.exit_code == 0 and "put back 15 file(s); refused 0" in u.output
     assert snapshot(inbox) == before

@@ -10,9 +10,10 @@ def test_index_records_lookups_and_status(tmp_path):
     assert idx.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert "files_sha256" in {r[1] for r in idx.db.execute("PRAGMA index_list(files)")}
     idx.start_run("r1", "t0", "/in", "m@x", "/lib/reports/r1.csv", False)
-    rows = [Row("t", "/in/a.jpg", str(lib / "A" / "a.jpg"), "moved", "A", run="r1", sha256="ha"),
-            Row("t", "/in/gone.jpg", str(lib / "A" / "gone.jpg"), "moved", "A", run="r1", sha256="hg"),
-            Row("t", "/in/r.jpg", str(lib / "_review" / "r.jpg"), "review", "A", run="r1", sha256="hr"),
+    rows = [Row("t", "/in/a.jpg", str(lib / "A" / "a.jpg"), "moved", "A", run="r1", sha256="ha", primary=True),
+            Row("t", "/in/a.cr2", str(lib / "A" / "a.cr2"), "moved", "A", run="r1", sha256="hc"),  # a sibling
+            Row("t", "/in/gone.jpg", str(lib / "A" / "gone.jpg"), "moved", "A", run="r1", sha256="hg", primary=True),
+            Row("t", "/in/r.jpg", str(lib / "_review" / "r.jpg"), "review", "A", run="r1", sha256="hr", primary=True),
             Row("t", "/in/d.jpg", "", "duplicate", run="r1", sha256="ha", size=1, mtime_ns=5, remember=True)]
     idx.record(rows, [{"path": str(lib / "A" / "a.xmp"), "run": "r1", "orig_sha256": None, "new_sha256": "x"}])
     idx.record(rows, [])  # replayed by recovery: idempotent

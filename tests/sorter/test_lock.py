@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from sorter.lock import LibraryLock, LockedError
+from sorter.lock import holder as lock_holder
 from tests.conftest import REPO
 
 
@@ -17,14 +18,16 @@ def test_second_sorter_refuses_and_a_dead_holder_is_recovered(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LockedError, match=f"another sorter is using the library .*pid {holder.pid}"):
             LibraryLock(path).acquire()
+        assert lock_holder(path)["pid"] == holder.pid
     finally:
         holder.kill()  # SIGKILL: no chance to release
         holder.wait()
     lock = LibraryLock(path).acquire()
     assert lock.stale["pid"] == holder.pid  # taken over, and we know from whom
     assert json.loads(path.read_text())["pid"] != holder.pid
+    assert lock_holder(path)["pid"] != holder.pid
     lock.release()
-    assert path.read_text() == ""
+    assert path.read_text() == "" and lock_holder(path) is None
 
 
 def test_lock_in_the_same_process_also_refuses(tmp_path):

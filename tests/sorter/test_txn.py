@@ -3,7 +3,6 @@ group, and the next run (recovery) finishes the job."""
 
 import errno
 import shutil
-from pathlib import Path
 
 import pytest
 
