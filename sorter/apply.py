@@ -95,7 +95,7 @@ class Applier:
         if d.action in ("duplicate", "skipped"):
             rows = self.rows(d, hashes, d.action, d.reason)
             for r in rows:
-                r.remember = True  # not reported again until the file changes
+                r.remember = d.action == "duplicate"  # not reported again until it changes; a skip is retried
             return None, rows
         changed = self._changed(d)
         if changed:

@@ -214,27 +214,30 @@ class Runner:
             stream = self.classifier().classify(g.primary for g in groups) if groups else iter(())
             pairs = zip(groups, stream)
             try:
-                while batch := list(itertools.islice(pairs, s.batch_size)):
+                while True:
+                    if stop is not None and stop.is_set():  # checked between batches only
+                        summary.stopped = True
+                        break
+                    batch = list(itertools.islice(pairs, s.batch_size))
+                    if not batch:
+                        break
                     decisions, hashes = self._plan(batch, index)
                     self._count(summary, applier.apply(decisions, hashes))
                     sinks.flush()
                     if on_batch:
                         on_batch(sum(len(g.files) for g, _ in batch))
-                    if stop is not None and stop.is_set():
-                        summary.stopped = True
-                        break
             finally:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
             status = "stopped" if summary.stopped else "done"
         finally:
-            index.end_run(summary.run, now_iso(), status, dict(summary.counts))
             try:
+                index.end_run(summary.run, now_iso(), status, dict(summary.counts))
                 sinks.close()
                 if journal is not None and status != "failed":
                     journal.compact()
-            except OSError:
+            except (OSError, sqlite3.Error):
                 if status != "failed":
                     raise  # otherwise the error that stopped the run is the one to report
         summary.seconds = time.monotonic() - started
