@@ -2,7 +2,7 @@
 
 Classification is replaced by an instant stub so that only the filing layer is measured. Each trial:
 N generated files (random bytes named .jpg, in 10 species by name) in a fresh inbox on this disk.
-    project:  Runner.run() with the stub classifier (sidecars on, as by default)
+    project:  Runner.run() with the stub classifier, sidecars on (the default) and off
     baseline: sha256 of each file + os.rename into library/<Species>/ (no journal, no fsync, no
               sidecar, no report): what a careless script does
 Prints medians over trials and the ratio. Usage: python bench/filing_bench.py [N] [TRIALS]
@@ -59,28 +59,32 @@ def main() -> None:
     trials = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     work = Path(tempfile.mkdtemp(prefix="filing-bench-", dir=os.environ.get("BENCH_DIR")))
     card = make_tiny_model(work / "exports", labels=SPECIES)
-    times = {"project": [], "baseline": []}
+    times = {"project": [], "project-nosidecar": [], "baseline": []}
     try:
         for t in range(trials):
-            for kind in ("baseline", "project"):
+            for kind in times:
                 root = work / f"{kind}{t}"
                 inbox = make_inbox(root, n)
                 start = time.perf_counter()
                 if kind == "baseline":
                     baseline(inbox, root / "lib")
                 else:
-                    settings = RunSettings(inbox, root / "lib", model=str(card), settle=0, batch_size=32)
+                    settings = RunSettings(inbox, root / "lib", model=str(card), settle=0, batch_size=32,
+                                           write_sidecars=kind == "project")
                     s = Runner(settings, classifier_factory=lambda c: StubClassifier()).run()
                     assert s.counts["moved"] == n, s.counts
                 times[kind].append(time.perf_counter() - start)
                 shutil.rmtree(root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    p, b = statistics.median(times["project"]), statistics.median(times["baseline"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    b = med["baseline"]
     print(f"files: {n}, trials: {trials}, disk: {work.parent}")
-    print(f"project  (journalled, fsynced, sidecars, index, report): median {p:.3f} s = {1000 * p / n:.2f} ms/file")
-    print(f"baseline (sha256 + os.rename, nothing else):              median {b:.3f} s = {1000 * b / n:.2f} ms/file")
-    print(f"ratio project/baseline: {p / b:.1f}x")
+    for kind, label in (("project", "journalled, fsynced, sidecars, index, report"),
+                        ("project-nosidecar", "the same with --no-sidecars"),
+                        ("baseline", "sha256 + os.rename, nothing else")):
+        print(f"{kind:18} ({label}): median {med[kind]:.3f} s = {1000 * med[kind] / n:.2f} ms/file, "
+              f"{med[kind] / b:.1f}x baseline")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,8 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
             raise ConfigError("no library: pass --library LIB or set sorter.library in the config")
         if watch and schedule:
             raise UserError("choose one of --watch and --schedule")
+        if dry_run and (watch or schedule):
+            raise UserError("--dry-run runs once: drop --watch/--schedule")
         cron = cfg.schedule.cron if schedule == FROM_CONFIG else schedule
         if schedule == FROM_CONFIG and not cron:
             raise ConfigError("--schedule without a value needs [sorter.schedule] cron in the config")

@@ -89,6 +89,7 @@ def test_schedule_from_the_config_or_the_command_line(tmp_path, tiny_card):
     one_line_error(invoke(*base, "--schedule"), 3, "needs [sorter.schedule] cron")
     one_line_error(invoke(*base, "--schedule", "every night"), 3, "bad schedule 'every night'")
     one_line_error(invoke(*base, "--schedule", "0 2 * * *", "--watch"), 2, "choose one of --watch and --schedule")
+    one_line_error(invoke(*base, "--watch", "--dry-run"), 2, "--dry-run runs once")
 
 
 def start_watcher(tmp_path, tiny_card, *how):
