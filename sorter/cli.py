@@ -39,7 +39,8 @@ class Progress:
 
     def start(self, total: int) -> None:
         if self.enabled and total:
-            self.bar = tqdm(total=total, unit="file", desc="sorting", file=sys.stderr, leave=False)
+            # disable=None: no bar when stderr is not a terminal (logs, cron mail)
+            self.bar = tqdm(total=total, unit="file", desc="sorting", file=sys.stderr, leave=False, disable=None)
 
     def step(self, n: int) -> None:
         if self.bar is not None:
@@ -147,9 +148,9 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
 
 
 def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> None:
-    progress = Progress(not quiet)
+    progress = Progress(not quiet and not dry_run)  # a dry run prints its plan line by line instead
     try:
-        plan = [ConsoleSink(lambda line: tqdm.write(line, file=sys.stdout))] if dry_run else []
+        plan = [ConsoleSink(click.echo)] if dry_run else []
         summary = runner.run(stop, on_start=progress.start, on_batch=progress.step, extra_sinks=plan,
                              wait_for_settling=not watching)
     finally:

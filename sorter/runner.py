@@ -73,8 +73,8 @@ def load_card(model: str, exports_dir: Path | None = None) -> ModelCard:
     return read_card(find_model(model, exports_dir))
 
 
-def new_report_path(reports: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def new_report_path(reports: Path, dry_run: bool = False) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-dry-run" if dry_run else "")
     path, n = reports / f"{stamp}.csv", 2
     while path.exists():
         path, n = reports / f"{stamp}-{n}.csv", n + 1
@@ -195,7 +195,7 @@ class Runner:
         if groups:
             self.classifier()  # load (and verify) the model before anything is written
         summary.model = self.model_desc()
-        report = new_report_path(lib.reports)
+        report = new_report_path(lib.reports, s.dry_run)
         summary.run, summary.report = report.stem, report
         ops.makedirs(lib.reports)
         csv = CsvReport(report, ops)
