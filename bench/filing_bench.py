@@ -5,7 +5,8 @@ N generated files (random bytes named .jpg, in 10 species by name) in a fresh in
     project:  Runner.run() with the stub classifier, sidecars on (the default) and off
     baseline: sha256 of each file + os.rename into library/<Species>/ (no journal, no fsync, no
               sidecar, no report): what a careless script does
-Prints medians over trials and the ratio. Usage: python bench/filing_bench.py [N] [TRIALS]
+Prints medians over trials and the ratio. Usage: python bench/filing_bench.py [N] [TRIALS] [KB per file]
+(camera files are 10-45 MB: e.g. `filing_bench.py 30 2 12000` measures hashing as well as filing)
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ class StubClassifier:
             yield Prediction(Path(p), label, 0.99, 0.99, [(label, 0.99)])
 
 
-def make_inbox(root: Path, n: int) -> Path:
+def make_inbox(root: Path, n: int, size: int) -> Path:
     inbox = root / "inbox"
     inbox.mkdir(parents=True)
     for i in range(n):
-        (inbox / f"IMG_{i:05}.jpg").write_bytes(os.urandom(20_000))
+        (inbox / f"IMG_{i:05}.jpg").write_bytes(os.urandom(size))
     old = time.time() - 60
     for p in inbox.iterdir():
         os.utime(p, (old, old))
@@ -57,6 +58,7 @@ def baseline(inbox: Path, library: Path) -> None:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     trials = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    size = 1000 * (int(sys.argv[3]) if len(sys.argv) > 3 else 20)
     work = Path(tempfile.mkdtemp(prefix="filing-bench-", dir=os.environ.get("BENCH_DIR")))
     card = make_tiny_model(work / "exports", labels=SPECIES)
     times = {"project": [], "project-nosidecar": [], "baseline": []}
@@ -64,7 +66,7 @@ def main() -> None:
         for t in range(trials):
             for kind in times:
                 root = work / f"{kind}{t}"
-                inbox = make_inbox(root, n)
+                inbox = make_inbox(root, n, size)
                 start = time.perf_counter()
                 if kind == "baseline":
                     baseline(inbox, root / "lib")
@@ -79,7 +81,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     b = med["baseline"]
-    print(f"files: {n}, trials: {trials}, disk: {work.parent}")
+    print(f"files: {n} x {size // 1000} KB, trials: {trials}, disk: {work.parent}")
     for kind, label in (("project", "journalled, fsynced, sidecars, index, report"),
                         ("project-nosidecar", "the same with --no-sidecars"),
                         ("baseline", "sha256 + os.rename, nothing else")):

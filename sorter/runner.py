@@ -1,8 +1,8 @@
 """One sorter run: recover -> lock -> scan -> classify in batches -> plan -> apply -> report/index.
 
 Streaming: the primaries of all groups go through one `Classifier.classify` stream (so its decoding can
-run ahead of inference), and every `batch_size` predictions are hashed, planned and applied before the
-next batch is taken; memory stays bounded and the report grows batch by batch. A stop request (SIGTERM,
+run ahead of inference; each group is hashed in a worker thread as the classifier takes its photo), and
+every `batch_size` predictions are planned and applied before the next batch is taken; memory stays bounded and the report grows batch by batch. A stop request (SIGTERM,
 SIGINT, the daemon shutting down) is honoured between batches: the batch in hand is finished and
 flushed, the rest stays in the inbox for the next run.
 """
@@ -16,7 +16,8 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,18 +82,43 @@ def new_report_path(reports: Path, dry_run: bool = False) -> Path:
     return path
 
 
-def _hash_group(ops: FileOps, group: Group, hashes: dict[Path, str]) -> str:
-    """Hash every file of the group once; returns a reason when the group must be skipped."""
+def _hash_group(ops: FileOps, group: Group) -> tuple[dict[Path, str], str]:
+    """Hash every file of the group once: (hashes, '') or (partial hashes, why the group is skipped)."""
+    hashes: dict[Path, str] = {}
     for f in group.files:
         try:
             hashes[f] = ops.sha256(f)
         except FileNotFoundError:
-            return f"{f.name} vanished during the run; the group was left in place"
+            return hashes, f"{f.name} vanished during the run; the group was left in place"
         except PermissionError:
             hashes[f] = ""  # unreadable: filed to _rejected by name (same filesystem) with the reason
         except OSError as e:
-            return f"cannot read {f.name}: {e.strerror}"
-    return ""
+            return hashes, f"cannot read {f.name}: {e.strerror}"
+    return hashes, ""
+
+
+class HashAhead:
+    """Hashes each group in worker threads as soon as the classifier asks for its photo, so hashing
+    (hashlib releases the GIL) overlaps decoding and inference instead of following them."""
+
+    def __init__(self, ops: FileOps, workers: int = 2):
+        self.ops = ops
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="hash") if workers else None
+        self.futures: dict[int, Future] = {}
+
+    def feed(self, groups: list[Group]) -> Iterator[Path]:
+        for g in groups:
+            if self.pool:
+                self.futures[id(g)] = self.pool.submit(_hash_group, self.ops, g)
+            yield g.primary
+
+    def result(self, group: Group) -> tuple[dict[Path, str], str]:
+        future = self.futures.pop(id(group), None)
+        return future.result() if future else _hash_group(self.ops, group)
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Runner:
@@ -103,6 +129,7 @@ class Runner:
         self.ops = ops or FileOps()
         self._factory = classifier_factory
         self._classifier = None
+        self.hash_workers = 2  # threads hashing ahead of the batch being applied (0: hash in the loop)
         self.card = load_card(settings.model, settings.exports_dir)
         self.threshold, self.threshold_source = resolve_threshold(self.card, settings.threshold,
                                                                   settings.target_precision)
@@ -211,7 +238,8 @@ class Runner:
             self._count(summary, rows)
             if on_start:
                 on_start(sum(len(g.files) for g in groups))
-            stream = self.classifier().classify(g.primary for g in groups) if groups else iter(())
+            hasher = HashAhead(ops, self.hash_workers)
+            stream = self.classifier().classify(hasher.feed(groups)) if groups else iter(())
             pairs = zip(groups, stream)
             try:
                 while True:
@@ -221,7 +249,7 @@ class Runner:
                     batch = list(itertools.islice(pairs, s.batch_size))
                     if not batch:
                         break
-                    decisions, hashes = self._plan(batch, index)
+                    decisions, hashes = self._plan(batch, index, hasher)
                     self._count(summary, applier.apply(decisions, hashes))
                     sinks.flush()
                     if on_batch:
@@ -230,6 +258,7 @@ class Runner:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
+                hasher.close()
             status = "stopped" if summary.stopped else "done"
         finally:
             try:
@@ -243,12 +272,13 @@ class Runner:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _plan(self, batch, index: Index) -> tuple[list[Decision], dict[Path, str]]:
+    def _plan(self, batch, index: Index, hasher: HashAhead) -> tuple[list[Decision], dict[Path, str]]:
         hashes: dict[Path, str] = {}
         out, ok_groups, ok_preds = [], [], []
         skips = {}
         for group, pred in batch:
-            why = _hash_group(self.ops, group, hashes)
+            got, why = hasher.result(group)
+            hashes.update(got)
             if why:
                 skips[id(group)] = Decision(group, "skipped", reason=why, prediction=pred)
             else:
