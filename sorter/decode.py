@@ -39,7 +39,8 @@ def is_raw(path: str | os.PathLike) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    arg = e.args[0] if len(e.args) == 1 else None
+    text = (arg.decode(errors="replace") if isinstance(arg, bytes) else str(e)).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
@@ -50,6 +51,8 @@ def raw_preview(path: str | os.PathLike, min_side: int, need: int) -> Image.Imag
     import rawpy  # imported here: the JPEG path (nearly every photo) does not pay for it
 
     try:
+        if os.path.getsize(path) == 0:
+            raise PreprocessError("empty file")
         with rawpy.imread(str(path)) as raw:
             flip = int(getattr(raw.sizes, "flip", 0) or 0)
             thumb = raw.extract_thumb()
@@ -61,6 +64,8 @@ def raw_preview(path: str | os.PathLike, min_side: int, need: int) -> Image.Imag
         raise PreprocessError("RAW file's embedded preview is in a format that cannot be read") from None
     except rawpy.LibRawFileUnsupportedError:
         raise PreprocessError("not a RAW file that LibRaw can read (unsupported or corrupt)") from None
+    except rawpy.LibRawIOError:
+        raise PreprocessError("cannot read RAW file: truncated or corrupt") from None
     except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError) as e:
         raise PreprocessError(f"cannot read RAW file: {_first_line(e)}") from None
 
