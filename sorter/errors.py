@@ -17,3 +17,10 @@ class ModelError(UserError):
     """A model file or model card is missing, malformed or does not match."""
 
     exit_code = 4
+
+
+class StorageError(UserError):
+    """The library's disk refused a write (full, read-only, I/O error). Nothing was lost: the journal
+    lets the next run finish what this one started."""
+
+    exit_code = 5

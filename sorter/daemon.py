@@ -1,0 +1,82 @@
+"""Keep sorting: poll the inbox every N seconds (`--watch`) or run on a cron schedule (`--schedule`).
+
+APScheduler 3 runs the job in a background thread: one instance at a time (`max_instances=1`), missed
+runs coalesced into one. SIGTERM/SIGINT set a stop event: the running job finishes its current batch,
+flushes report and index, and the scheduler shuts down after it. `serve` takes an optional duration so
+tests (and benchmarks) can run the real scheduler for a bounded time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+
+def make_trigger(interval: float | None = None, cron: str | None = None, timezone: str | None = None):
+    if cron:
+        try:
+            return CronTrigger.from_crontab(cron, timezone=timezone)
+        except (ValueError, LookupError) as e:
+            raise ConfigError(f"bad schedule {cron!r}: {e}") from None
+    if interval is None or interval <= 0:
+        raise ConfigError("the watch interval must be a positive number of seconds")
+    return IntervalTrigger(seconds=interval, timezone=timezone)
+
+
+def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM and SIGINT set `stop` (main thread only); returns a function restoring the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
+def serve(job: Callable[[threading.Event], object], trigger, stop: threading.Event,
+          run_now: bool = True, duration: float | None = None,
+          on_error: Callable[[Exception], None] | None = None) -> int:
+    """Run `job(stop)` on `trigger` until `stop` is set (or `duration` seconds pass). Returns the number
+    of job runs that completed. A user error in one run (disk full, library locked) is reported through
+    `on_error` and the schedule goes on; the next run retries."""
+    runs = 0
+    lock = threading.Lock()
+
+    def wrapped() -> None:
+        nonlocal runs
+        if stop.is_set():
+            return
+        try:
+            job(stop)
+        except UserError as e:
+            (on_error or (lambda err: log.error("%s", err)))(e)
+        except Exception as e:  # a bug: report it, keep the daemon alive for the next run
+            log.exception("sorter run failed")
+            if on_error:
+                on_error(e)
+        with lock:
+            runs += 1
+
+    scheduler = BackgroundScheduler()
+    first = dt.datetime.now(dt.timezone.utc) if run_now else None
+    kwargs = {"next_run_time": first} if run_now else {}
+    scheduler.add_job(wrapped, trigger, id="sort", max_instances=1, coalesce=True,
+                      misfire_grace_time=None, **kwargs)
+    scheduler.start()
+    try:
+        stop.wait(duration)
+    finally:
+        stop.set()                       # the running job finishes its batch and returns
+        scheduler.shutdown(wait=True)
+    return runs
