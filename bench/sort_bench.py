@@ -90,8 +90,12 @@ def with_comment(jpeg: bytes, text: str) -> bytes:
 def build_pool(n: int, distinct: int) -> Path:
     """bench/out/pool/: n distinct camera JPEGs (IMG_00000.JPG...), siblings for every 10th. Reused."""
     base_dir, pool = OUT / "base", OUT / "pool"
+    manifest = pool / "manifest.json"
+    if pool.is_dir() and (not manifest.is_file() or json.loads(manifest.read_text()) != {"distinct": distinct}):
+        shutil.rmtree(pool)  # made from another set of distinct photos: start again
     base_dir.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"distinct": distinct}))
     sources = sorted((SHARED / "data" / "birds10" / "val").glob("*/*.jpg"))
     if not sources:
         sys.exit(f"no photos under {SHARED / 'data'}: set BIRDSORT_SHARED")

@@ -109,12 +109,14 @@ class Classifier:
     batch_size: photos per onnxruntime run. threads: onnxruntime's intra-op threads (0 = one per core).
     workers: decoders (0 = one per core). pool: "thread" (default) or "process". prefetch: photos decoded
     ahead of the batch being classified (0 = 2 * batch_size + workers). int8: see `choose_model`.
-    tta: also classify the mirror image and average the logits (twice the inference cost).
+    tta: also classify the mirror image and average the logits (twice the inference cost). min_batch:
+    while the next photo is still being decoded, a batch of at least this many ready photos is classified
+    rather than left waiting (default batch_size // 4), so that inference overlaps the last decodes too.
     """
 
     def __init__(self, card: ModelCard, device: str = "auto", batch_size: int = 32, threads: int = 0,
                  workers: int = 0, pool: str = "thread", prefetch: int = 0, int8: bool | None = None,
-                 tta: bool = False):
+                 tta: bool = False, min_batch: int | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if pool not in ("thread", "process"):
@@ -124,6 +126,7 @@ class Classifier:
         self.workers = workers or cpu_count()
         self.pool_kind = pool
         self.prefetch = prefetch or 2 * batch_size + self.workers
+        self.min_batch = max(1, batch_size // 4) if min_batch is None else max(1, min(min_batch, batch_size))
         self.tta = tta
         providers = providers_for(device)
         self.model_path, self.variant = choose_model(card, int8, on_cpu=providers == ["CPUExecutionProvider"])
@@ -200,7 +203,10 @@ class Classifier:
                         break
                     p = Path(p)
                     pending.append((p, pool.submit(decode.load, p, resize, crop)))
-                if pending and n_ready < self.batch_size:
+                # take the next decoded photo unless the batch is full, or it is not decoded yet and
+                # enough photos are ready to keep onnxruntime busy meanwhile (the decoders are the
+                # bottleneck: waiting for a full batch would leave inference for the end)
+                if pending and n_ready < self.batch_size and (n_ready < self.min_batch or pending[0][1].done()):
                     p, fut = pending.popleft()
                     pixels, error = fut.result()
                     done.append((p, pixels, error))
