@@ -81,6 +81,8 @@ def choose_model(card: ModelCard, int8: bool | None, on_cpu: bool) -> tuple[Path
     int8=True: the int8 model, or a ModelError. int8=False: the fp32 model. int8=None (default): the int8
     model when running on CPU and its card says it is as accurate, falling back to fp32 (with a warning)
     when its file is missing or does not match the card."""
+    if card.onnx.get("precision") == "int8":  # exported with --int8-only: the one model is the int8 one
+        return verify_model(card), "int8"
     if int8 is True:
         return verify_model(card, "int8"), "int8"
     if int8 is None and on_cpu and card.int8 and int8_is_as_accurate(card):
@@ -98,6 +100,14 @@ def default_threads() -> int:
     core busy; a single-threaded (per two cores) onnxruntime has no barrier to wait at when a decoder
     holds the other core (measured on 2 cores: int8 14.1 vs 11.2 photos/s, fp32 within noise)."""
     return max(1, cpu_count() // 2)
+
+
+def sha256_of(card: ModelCard, model_path: Path) -> str:
+    """The card's sha256 of the model file in use (already verified against the file)."""
+    for section in (card.onnx, card.int8 or {}):
+        if section.get("file") == model_path.name:
+            return str(section["sha256"])
+    raise ModelError(f"model card {card.path} does not describe {model_path.name}")
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -141,7 +151,7 @@ class Classifier:
         self.threads = threads or default_threads()
         providers = providers_for(device)
         self.model_path, self.variant = choose_model(card, int8, on_cpu=providers == ["CPUExecutionProvider"])
-        self.model_sha256 = (card.int8 if self.variant == "int8" else card.onnx)["sha256"]
+        self.model_sha256 = sha256_of(card, self.model_path)
         try:
             self.session = ort.InferenceSession(str(self.model_path), session_options(self.threads),
                                                 providers=providers)

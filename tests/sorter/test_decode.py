@@ -241,3 +241,12 @@ def test_missing_int8_file_falls_back_or_fails_when_asked_for(tiny_model):
     assert choose_model(card, None, on_cpu=True)[1] == "fp32"
     with pytest.raises(ModelError, match="model file not found"):
         choose_model(card, True, on_cpu=True)
+
+
+def test_an_int8_only_export_is_its_own_model(tiny_model):
+    card = read_card(tiny_model)
+    card.onnx["precision"] = "int8"
+    card.int8 = {"file": card.onnx["file"], "sha256": card.onnx["sha256"], "top1_fp32": 0.9, "top1_int8": 0.8}
+    for asked in (None, True, False):
+        path, variant = choose_model(card, asked, on_cpu=True)
+        assert path == card.onnx_path and variant == "int8"
