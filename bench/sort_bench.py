@@ -170,11 +170,16 @@ def run_a(args, card_path: Path, inbox: Path, lib: Path, runner: str) -> dict:
                 cmd += [f"--{flag}", str(getattr(args, flag))]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = OUT / "run_a.log"
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         peak_mb = watch_memory(proc)
         wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     text = log.read_text(errors="replace")
     if proc.returncode != 0:
         sys.exit(f"(a) failed ({' '.join(cmd)}):\n{text[-2000:]}")
@@ -184,7 +189,8 @@ def run_a(args, card_path: Path, inbox: Path, lib: Path, runner: str) -> dict:
     # the sorter's own timing (its summary line: "sorted N file(s) in G group(s) in X s"), without
     # interpreter start-up and imports
     m = re.search(r" in ([0-9.]+) s;", text)
-    return {"wall": wall, "run_s": float(m.group(1)) if m else None, "peak_mb": peak_mb, "stdout": text}
+    return {"wall": wall, "run_s": float(m.group(1)) if m else None, "peak_mb": peak_mb, "cpu_s": cpu_s,
+            "stdout": text}
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -237,15 +243,24 @@ def child_classify(args) -> None:
 
 # --- (b) baseline and (c) bound, in process -------------------------------------------------------
 
-def run_b(model_path: Path, files: list[Path], resize: int, crop: int) -> float:
+def run_b(model_path: Path, files: list[Path], resize: int, crop: int) -> tuple[float, float]:
+    """(photos/s, CPU seconds per photo) of the plain baseline."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for f in files:
         x = preprocess(f, resize, crop, draft=False)  # full-resolution decode, then resize and crop
         sess.run(None, {name: np.ascontiguousarray(x.transpose(2, 0, 1)[None])})
+    return len(files) / (time.perf_counter() - t0), (time.process_time() - cpu0) / len(files)
+
+
+def run_c1_serial(clf: Classifier, files: list[Path]) -> float:
+    """The decode path on one core (no pool): with c1, shows how much parallel capacity the machine gave."""
+    t0 = time.perf_counter()
+    for f in files:
+        decode.load(f, clf.card.resize, clf.card.crop)
     return len(files) / (time.perf_counter() - t0)
 
 
@@ -312,16 +327,20 @@ def main() -> None:
           f"batch {args.batch_size}; decode {clf.pool_kind} x{clf.workers}; onnxruntime threads {clf.threads}; cores {cpu_count()}; runner {runner}",
           file=sys.stderr)
 
-    res: dict[str, list[float]] = {"b": [], "c1": [], "c2": []}
+    res: dict[str, list[float]] = {"b": [], "b_cpu": [], "c1": [], "c1_serial": [], "c2": []}
+    a_cpu: dict[int, list[float]] = {n: [] for n in sizes}  # CPU seconds per photo of (a), all threads
     peak: dict[int, list[float]] = {n: [] for n in sizes}
     a: dict[int, list[float]] = {n: [] for n in sizes}
     a_run: dict[int, list[float]] = {n: [] for n in sizes}  # the sorter's own timing, without start-up
     run_dir = OUT / "run"
     for t in range(args.trials):
         # interleaved: every quantity sees the same machine load, trial by trial
-        res["b"].append(run_b(verify_model(card), sample[t * args.baseline_n % len(sample):][: args.baseline_n],
-                              card.resize, card.crop))
+        rate, cpu = run_b(verify_model(card), sample[t * args.baseline_n % len(sample):][: args.baseline_n],
+                          card.resize, card.crop)
+        res["b"].append(rate)
+        res["b_cpu"].append(cpu)
         res["c1"].append(run_c1(clf, sample))
+        res["c1_serial"].append(run_c1_serial(clf, sample[: max(4, len(sample) // 4)]))
         res["c2"].append(run_c2(alone, batch, max(2, args.sample // args.batch_size)))
         for n in sizes:
             if n > 500 and t >= args.large_trials:
@@ -330,6 +349,7 @@ def main() -> None:
             r = run_a(args, card_path, inbox, lib, runner)
             a[n].append(n / r["wall"])
             peak[n].append(r["peak_mb"])
+            a_cpu[n].append(r["cpu_s"] / n)
             if r["run_s"]:
                 a_run[n].append(n / r["run_s"])
         print(f"trial {t + 1}: b {res['b'][-1]:.2f}  c1 {res['c1'][-1]:.1f}  c2 {res['c2'][-1]:.1f}  "
@@ -339,21 +359,25 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in res.items()}
     ideal = 1 / (1 / med["c1"] + 1 / med["c2"])
-    report = {"model": str(card_path), "variant": clf.variant, "batch_size": args.batch_size,
-              "decode_pool": f"{clf.pool_kind} x{clf.workers}", "ort_threads": clf.threads, "runner": runner, "cores": cpu_count(),
-              "trials": args.trials, "b": med["b"], "c1": med["c1"], "c2": med["c2"], "ideal": ideal, "a": {}}
+    report = {"model": str(card_path), "variant": clf.variant, "input": [card.resize, card.crop],
+              "batch_size": args.batch_size, "decode_pool": f"{clf.pool_kind} x{clf.workers}",
+              "ort_threads": clf.threads, "runner": runner, "cores": cpu_count(), "trials": args.trials,
+              **{k: v for k, v in med.items()}, "ideal": ideal, "a": {}}
     print(f"\nphotos/s (median of {args.trials} trials; 6000x4000 JPEGs, about 5 MB each; {cpu_count()} cores)")
-    print(f"  (b) baseline, full decode, one at a time : {med['b']:7.2f}")
-    print(f"  (c1) sorter decode path alone            : {med['c1']:7.2f}")
+    print(f"  (b) baseline, full decode, one at a time : {med['b']:7.2f}   CPU {1000 * med['b_cpu']:5.0f} ms/photo")
+    print(f"  (c1) sorter decode path alone, all cores : {med['c1']:7.2f}   "
+          f"(one core: {med['c1_serial']:.2f}; parallel speed-up the machine gave: {med['c1'] / med['c1_serial']:.2f}x)")
     print(f"  (c2) onnxruntime alone, batch {args.batch_size:<3}       : {med['c2']:7.2f}   ({clf.variant})")
     print(f"  ideal 1/(1/c1 + 1/c2)                    : {ideal:7.2f}")
     for n in sizes:
-        an = statistics.median(a[n])
+        an, cpu = statistics.median(a[n]), statistics.median(a_cpu[n])
         pk = max(peak[n])
         report["a"][n] = {"photos_s": an, "ms_per_photo": 1000 / an, "a_over_b": an / med["b"],
-                          "a_over_ideal": an / ideal, "peak_mb": pk, "trials": len(a[n])}
+                          "a_over_ideal": an / ideal, "peak_mb": pk, "cpu_ms_per_photo": 1000 * cpu,
+                          "trials": len(a[n])}
         print(f"  (a) {runner} run, {n:>5} photos ({len(a[n])} trials) : {an:7.2f}   {1000 / an:6.1f} ms/photo   "
-              f"a/b {an / med['b']:5.2f}   a/ideal {an / ideal:5.1%}   peak RSS {pk:5.0f} MB")
+              f"a/b {an / med['b']:5.2f}   a/ideal {an / ideal:5.1%}   peak RSS {pk:5.0f} MB   "
+              f"CPU {1000 * cpu:4.0f} ms/photo (b/a {med['b_cpu'] / cpu:.2f}x)")
         if a_run[n]:
             ar = statistics.median(a_run[n])
             report["a"][n].update({"run_photos_s": ar, "run_ms_per_photo": 1000 / ar})
