@@ -250,3 +250,15 @@ def test_an_int8_only_export_is_its_own_model(tiny_model):
     for asked in (None, True, False):
         path, variant = choose_model(card, asked, on_cpu=True)
         assert path == card.onnx_path and variant == "int8"
+
+
+def test_a_stream_closed_early_leaves_the_classifier_usable(tmp_path, tiny_model):
+    """The runner stops between batches (SIGTERM): the stream is closed with photos still in the pool."""
+    paths = [make_colour_photo(tmp_path / f"p{i}.jpg", ("red", "blue")[i % 2], seed=i) for i in range(30)]
+    with Classifier(read_card(tiny_model), device="cpu", batch_size=4, workers=2) as clf:
+        stream = clf.classify(paths)
+        first = [next(stream) for _ in range(5)]
+        stream.close()
+        again = list(clf.classify(paths[:6]))
+    assert [p.path for p in first] == paths[:5]
+    assert [p.label for p in again] == ["Red_Bird", "Blue_Bird"] * 3
