@@ -14,7 +14,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 # Camera files reach 100-150 MP (medium format). Anything larger is treated as a decompression bomb.
 MAX_PIXELS = 200_000_000
@@ -49,9 +49,29 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK (Pillow inverts Adobe CMYK correctly), YCbCr, LAB, HSV
 
 
-def open_image(source: str | os.PathLike | Image.Image, min_side: int) -> Image.Image:
+def _draft_box(size: tuple[int, int], min_side: int) -> tuple[int, int] | None:
+    """The box to ask Pillow's JPEG draft mode for, or None when no DCT scaling (1/2 at least) fits.
+
+    Pillow picks the largest scale s in (8, 4, 2) with s <= min(w // box_w, h // box_h) and decodes to
+    ceil(w / s) x ceil(h / s); asking for a box whose shorter side is `min_side` therefore guarantees a
+    shorter side of at least `min_side` after decoding, whatever the aspect ratio."""
+    w, h = size
+    short = min(w, h)
+    min_side = max(int(min_side), 1)
+    if short < 2 * min_side:
+        return None
+    return max(min_side * w // short, 1), max(min_side * h // short, 1)
+
+
+def _is_jpeg(img: Image.Image) -> bool:
+    # camera JPEGs with an MPF preview open as MPO, a JpegImageFile subclass: draft mode works for both
+    return isinstance(img, JpegImagePlugin.JpegImageFile)
+
+
+def open_image(source: str | os.PathLike | Image.Image, min_side: int, draft: bool = True) -> Image.Image:
     """Decode `source` to an upright RGB image whose shorter side is at least `min_side` when the
-    original allows it (draft mode may shrink JPEGs on decode, never below `min_side`)."""
+    original allows it (draft mode may shrink JPEGs on decode, never below `min_side`; `draft=False`
+    decodes at full resolution)."""
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -75,9 +95,9 @@ def open_image(source: str | os.PathLike | Image.Image, min_side: int) -> Image.
             raise PreprocessError(f"image too large ({w}x{h} pixels): possible decompression bomb")
         if getattr(img, "is_animated", False):
             img.seek(0)  # animated GIF/PNG/WebP: classify the first frame
-        if img.format == "JPEG" and min(w, h) > 2 * min_side:
-            # requested box: Pillow keeps the scale at which both sides stay >= the request
-            img.draft("RGB", (max(min_side, 1) * w // min(w, h), max(min_side, 1) * h // min(w, h)))
+        box = _draft_box((w, h), min_side) if draft and _is_jpeg(img) else None
+        if box is not None:
+            img.draft("RGB", box)  # no-op on an image already loaded
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
@@ -115,12 +135,13 @@ def center_crop(img: Image.Image, crop: int) -> Image.Image:
     return img.crop((left, top, left + crop, top + crop))
 
 
-def preprocess(source: str | os.PathLike | Image.Image, resize: int, crop: int) -> np.ndarray:
+def preprocess(source: str | os.PathLike | Image.Image, resize: int, crop: int, draft: bool = True) -> np.ndarray:
     """The model input for one photo: uint8 RGB array of shape (crop, crop, 3).
 
-    Raises PreprocessError with a one-line reason for anything that is not a usable image.
+    Raises PreprocessError with a one-line reason for anything that is not a usable image. `draft=False`
+    decodes JPEGs at full resolution (slower, for comparisons).
     """
-    img = open_image(source, resize)
+    img = open_image(source, resize, draft)
     img = center_crop(resize_shorter(img, resize), crop)
     return np.asarray(img, dtype=np.uint8)
 
@@ -129,7 +150,7 @@ def is_draft_candidate(path: str | os.PathLike, resize: int) -> bool:
     """Whether `path` is a JPEG large enough that `preprocess` decodes it in draft mode."""
     try:
         with Image.open(path) as img:
-            return img.format == "JPEG" and min(img.size) > 2 * resize
+            return _is_jpeg(img) and _draft_box(img.size, resize) is not None
     except Exception:
         return False
 
