@@ -60,3 +60,7 @@ def small_fs(tmp_path):
         for where in reversed(mounted):
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
             shutil.rmtree(where, ignore_errors=True)
+
+
+# the sorter tests' runner factory and tiny model card (tests/sorter/conftest.py), reused here
+from tests.sorter.conftest import make_runner, tiny_card  # noqa: E402,F401
