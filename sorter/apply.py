@@ -10,6 +10,7 @@ transactions run as one group commit (txn.py).
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from .plan import Decision
 from .report import Row, Sinks, format_top3
 from .scan import stem_of
 from .sidecar import SidecarError, merge_sidecar, new_sidecar
+
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs, APFS)
 from .txn import Transactions, new_txn
 
 
@@ -35,18 +38,30 @@ def free_names(ops: FileOps, folder: Path, files: list[Path], stem: str, extra: 
     to `stem`. `reserved`: names promised to earlier groups of the same batch. Returns (destinations,
     tagged stem)."""
     reserved = reserved if reserved is not None else set()
+    rests = [f.name[len(stem_of(f.name) or f.stem):] for f in files] + list(extra)
     n = 1
     while True:
         tag = "" if n == 1 else f" ({n})"
+        cut = _fit(stem, tag, rests)
         dest = {}
         for f in files:
             own = stem_of(f.name) or f.stem
-            dest[f] = folder / (own + tag + f.name[len(own):])
-        wanted = list(dest.values()) + [folder / (stem + tag + s) for s in extra]
+            short = own if cut == stem else _fit(own[: len(cut)], tag, rests)  # siblings: the same cut
+            dest[f] = folder / (short + tag + f.name[len(own):])
+        wanted = list(dest.values()) + [folder / (cut + tag + s) for s in extra]
         if not any(w in reserved or ops.lexists(w) for w in wanted):
             reserved.update(wanted)
-            return dest, stem + tag
+            return dest, cut + tag
         n += 1
+
+
+def _fit(stem: str, tag: str, rests: list[str]) -> str:
+    """`stem`, shortened (by whole characters) so that stem + tag + each of `rests` fits in NAME_MAX
+    bytes: a name already at the limit gets its collision tag instead of failing with ENAMETOOLONG."""
+    longest = max((len(os.fsencode(r)) for r in rests), default=0) + len(os.fsencode(tag))
+    while stem and len(os.fsencode(stem)) + longest > NAME_MAX:
+        stem = stem[:-1]
+    return stem
 
 
 class Applier:
