@@ -106,12 +106,13 @@ def _undo_file(ops: FileOps, row: Row, sidecar: tuple[str | None, str] | None, t
     expect = sidecar[1] if sidecar else row.sha256
     reason = ""
     if not ops.lexists(lib_path):
-        if ops.lexists(old) and row.sha256 and ops.sha256(old) == row.sha256:
+        if ops.lexists(old) and row.sha256 and _holds(ops, old, row.sha256) is True:
             summary.counts["already undone"] += 1
             return
         reason = "no longer in the library"
-    elif ops.sha256(lib_path) != expect:
-        reason = "changed since the run; left in the library"
+    elif expect and (same := _holds(ops, lib_path, expect)) is not True:
+        reason = ("changed since the run; left in the library" if same is False else
+                  "cannot be read to check that it is unchanged; left in the library")
     elif ops.lexists(old):
         reason = f"its old place {old} is taken; left in the library"
     if reason:
@@ -135,13 +136,22 @@ def _undo_file(ops: FileOps, row: Row, sidecar: tuple[str | None, str] | None, t
             return
         steps.append(put_step(lib_path, original, sidecar[1]))
     steps.append(move_step(lib_path, old, row.sha256 or None))
+    note = "" if expect else "not verified: the sorter could not read it when it filed it"
     back = Row(now_iso(), str(lib_path), str(old), "undone", row.species, row.confidence, row.top3,
-               row.sha256, row.model, "", run=out.stem)
+               row.sha256, row.model, note, run=out.stem)
     done = txns.execute(new_txn("undo", out.stem, out, steps, [back], [], fail="refused"))
     for r in done:
         summary.counts[r.action] += 1
         if r.action == "refused":
             summary.refused.append(f"{lib_path}: {r.error}")
+
+
+def _holds(ops: FileOps, path: Path, sha256: str) -> bool | None:
+    """Whether `path` still holds exactly these bytes; None when it cannot be read (permission)."""
+    try:
+        return ops.sha256(path) == sha256
+    except PermissionError:
+        return None
 
 
 def _remove_created(ops: FileOps, path: Path, sha: str, txns: Transactions, out: Path,
