@@ -225,3 +225,39 @@ def test_a_255_byte_name_that_collides_is_shortened_not_refused(tmp_path, make_r
     assert len(stems) == 1 and stems.pop().endswith(" (2)")   # siblings keep one stem
     assert_consistent(inbox, lib, originals)
     assert len(list((lib / "Red_Bird").glob("*.xmp"))) == 2   # a sidecar for each photo, both within the limit
+
+
+def test_a_file_still_being_written_is_left_until_it_holds_still(tmp_path, make_runner):
+    """A real writer appends to a photo while a one-shot run (settle 0.8 s) waits for it: it is not taken,
+    the rest is; once the writer has stopped, the next run files it whole."""
+    import threading
+    import time
+
+    inbox, lib = tmp_path / "inbox", tmp_path / "lib"
+    make_colour_photo(inbox / "done.jpg", "red", seed=40)
+    old = time.time() - 60
+    os.utime(inbox / "done.jpg", (old, old))
+    make_colour_photo(inbox / "arriving.jpg", "blue", seed=41)
+    stop = threading.Event()
+
+    def write_slowly():
+        with open(inbox / "arriving.jpg", "ab") as f:
+            while not stop.wait(0.1):
+                f.write(b"\0" * 512)
+                f.flush()
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        s = make_runner(settle=0.8).run(wait_for_settling=True)
+    finally:
+        stop.set()
+        writer.join()
+    figures.add(trials=1, faults=1)
+    assert [Path(r.source).name for r in read_report(s.report)] == ["done.jpg"] and s.waiting == 1
+    final = sha(inbox / "arriving.jpg")
+    time.sleep(0.9)
+    s = make_runner(settle=0.8).run()
+    rows = read_report(s.report)
+    assert [(Path(r.source).name, r.action, r.sha256) for r in rows] == [("arriving.jpg", "moved", final)]
+    assert_consistent(inbox, lib, photo_inventory(lib))
