@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +54,16 @@ class Row:
     def from_dict(cls, d: dict) -> "Row":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def new_report_path(reports: Path, tag: str = "") -> Path:
+    """`reports/<timestamp><tag>.csv`, or `...-2.csv`, `-3`... when a run of the same second has it
+    (the index's `runs` table keeps the real order)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S") + tag
+    path, n = reports / f"{stamp}.csv", 2
+    while path.exists():
+        path, n = reports / f"{stamp}-{n}.csv", n + 1
+    return path
 
 
 def escape_cell(value: str) -> str:

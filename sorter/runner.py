@@ -30,7 +30,7 @@ from .journal import Journal
 from .library import check_paths
 from .lock import LibraryLock
 from .plan import Decision, plan_batch, resolve_threshold
-from .report import CsvReport, Row, Sinks
+from .report import CsvReport, Row, Sinks, new_report_path
 from .scan import Group, scan
 from .txn import Transactions, recover
 
@@ -72,14 +72,6 @@ class RunSummary:
 
 def load_card(model: str, exports_dir: Path | None = None) -> ModelCard:
     return read_card(find_model(model, exports_dir))
-
-
-def new_report_path(reports: Path, dry_run: bool = False) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-dry-run" if dry_run else "")
-    path, n = reports / f"{stamp}.csv", 2
-    while path.exists():
-        path, n = reports / f"{stamp}-{n}.csv", n + 1
-    return path
 
 
 def _hash_group(ops: FileOps, group: Group) -> tuple[dict[Path, str], str]:
@@ -222,7 +214,7 @@ class Runner:
         if groups:
             self.classifier()  # load (and verify) the model before anything is written
         summary.model = self.model_desc()
-        report = new_report_path(lib.reports, s.dry_run)
+        report = new_report_path(lib.reports, "-dry-run" if s.dry_run else "")
         summary.run, summary.report = report.stem, report
         ops.makedirs(lib.reports)
         csv = CsvReport(report, ops)

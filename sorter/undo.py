@@ -11,7 +11,6 @@ by the next start), the index forgets what left the library, and the undo writes
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from .journal import Journal
 from .library import STATE, Library
 from .lock import LibraryLock
 from .move import move_step, put_step, remove_step
-from .report import CsvReport, Row, Sinks, read_report
+from .report import CsvReport, Row, Sinks, new_report_path, read_report
 from .txn import Transactions, new_txn, recover
 
 
@@ -78,7 +77,7 @@ def _undo(report: Path, ops: FileOps) -> UndoSummary:
             sidecars = index.sidecars_of_run(run)
             if not todo and not sidecars:
                 raise UserError(f"{report} records no filed photos: nothing to undo")
-            out = Path(str(lib.reports / time.strftime("%Y%m%d-%H%M%S")) + "-undo.csv")
+            out = new_report_path(lib.reports, "-undo")
             summary.report = out
             csv = CsvReport(out, ops)
             sinks = Sinks(index, csv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-import sorter.undo
+import sorter.report
 from sorter.report import read_report
 from sorter.undo import undo
 from tests.conftest import make_colour_photo
@@ -16,11 +16,11 @@ def test_two_undos_in_the_same_second_get_their_own_reports(tmp_path, make_runne
     first = make_runner().run()
     make_colour_photo(inbox / "b.jpg", "blue", seed=2)
     second = make_runner().run()
-    monkeypatch.setattr(sorter.undo.time, "strftime", lambda fmt, *a: "20990101-000000")  # one second
+    monkeypatch.setattr(sorter.report.time, "strftime", lambda fmt, *a: "20990101-000000")  # one second
     u1, u2 = undo(first.report), undo(second.report)
     assert u1.report != u2.report
-    assert [r.source for r in read_report(u1.report)] == [str(lib / "Red_Bird" / "a.jpg")]
-    assert [r.source for r in read_report(u2.report)] == [str(lib / "Blue_Bird" / "b.jpg")]
+    assert {r.source for r in read_report(u1.report)} == {str(lib / "Red_Bird" / n) for n in ("a.jpg", "a.xmp")}
+    assert {r.source for r in read_report(u2.report)} == {str(lib / "Blue_Bird" / n) for n in ("b.jpg", "b.xmp")}
     db = sqlite3.connect(lib / ".sorter" / "index.sqlite")
     runs = {r for (r,) in db.execute("SELECT report FROM runs WHERE model = 'undo'")}
     db.close()
