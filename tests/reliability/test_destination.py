@@ -71,7 +71,11 @@ def test_disk_full_stops_with_one_line_and_the_next_run_finishes(tmp_path, small
     assert lost == 0 and now == originals, line
     no_temporary_files(inbox, lib)
     assert any(lib.rglob("*.CR2")) and any(inbox.rglob("*.CR2")), "the disk should fill part-way through"
-    if fs is not None:
+    if fs is not None:  # still full: recovery itself meets the full disk, stops the same way
+        one_line_storage_error(sorter_cli(inbox, lib, tiny_card), "No space left on device")
+        assert photo_inventory(inbox, lib) == originals
+        no_temporary_files(inbox, lib)
+        figures.add(trials=1, faults=1)
         fs.remount("size=64m")  # space freed
     r = sorter_cli(inbox, lib, tiny_card)
     assert r.returncode == 0, r.stderr
