@@ -59,7 +59,8 @@ def main() -> int:
         figures.add(**one)
         print(f"{sig.name}: {out.kills} kill(s) in {out.trials} trial(s) + {out.full_runs} complete run(s), "
               f"{out.mid_transaction} inside a batch of moves, {out.recoveries} recoveries checked, "
-              f"{out.files} files, {out.graceful} graceful / {out.early} before the handler (SIGTERM), "
+              f"{out.files} files, SIGTERM: {out.graceful} graceful, {out.early} before the handler, "
+              f"{out.interrupted} stopped at once by a second signal (130); "
               f"lost {out.lost}, doubled {out.doubled}, {out.seconds:.0f} s{'; ' + '; '.join(out.notes) if out.notes else ''}")
         print(figures.line(one))
         if not args.keep:

@@ -113,6 +113,7 @@ class Outcome:
     mid_transaction: int = 0    # kills that left a transaction pending (landed inside a batch's moves)
     graceful: int = 0           # SIGTERM: exit 0 after finishing the batch
     early: int = 0              # SIGTERM before the handler was installed (interpreter start-up)
+    interrupted: int = 0        # a second SIGTERM: stopped at once, exit 130
     full_runs: int = 0
     recoveries: int = 0
     files: int = 0              # photo files ever put in the inbox
@@ -212,9 +213,16 @@ class KillTrials:
             self.add_wave()
         p = self.popen()
         time.sleep(self.delay())
+        double = False
         if p.poll() is None:
             p.send_signal(self.sig)
             self.out.kills += 1
+            if self.sig == signal.SIGTERM and self.rng.random() < 0.2:  # impatient: a second signal stops at once
+                time.sleep(self.rng.uniform(0.0, 0.2))
+                if p.poll() is None:
+                    p.send_signal(self.sig)
+                    self.out.kills += 1
+                    double = True
         try:
             out, err = p.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -222,7 +230,10 @@ class KillTrials:
             raise AssertionError("the sorter did not stop within 120 s of the signal") from None
         self.out.trials += 1
         self.remaining = groups_left(self.inbox)
-        if self.sig == signal.SIGTERM:
+        if double and p.returncode == 130:  # "interrupted; nothing was lost": the journal covers it
+            self.out.interrupted += 1
+            assert err.strip().splitlines()[-1].startswith("error: interrupted; nothing was lost"), err
+        elif self.sig == signal.SIGTERM:
             self._after_term(p.returncode, out, err)
         elif p.returncode not in (-signal.SIGKILL, 0):
             raise AssertionError(f"sorter exited {p.returncode}: {err.strip()[-2000:]}")
