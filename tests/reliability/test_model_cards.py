@@ -44,6 +44,15 @@ HOSTILE_LABELS = {
 @pytest.mark.parametrize("case", HOSTILE_LABELS)
 def test_hostile_labels_are_refused_with_one_line(tmp_path, tiny_card, case):
     labels, reason = HOSTILE_LABELS[case]
+    r, inbox, lib = run_with_labels(tmp_path, tiny_card, labels)
+    figures.add(trials=1, faults=1, hostile_cards=1)
+    one_line_error(r, 4, reason)
+    assert "model card" in r.output
+    assert not lib.exists() and (inbox / "a.jpg").is_file()
+
+
+def run_with_labels(tmp_path, tiny_card, labels):
+    """`sorter run` with the tiny model under a card carrying `labels`: (result, inbox, library)."""
     card = json.loads(tiny_card.read_text())
     card["labels"] = labels
     hostile = tiny_card.with_name("hostile.json")
@@ -51,10 +60,7 @@ def test_hostile_labels_are_refused_with_one_line(tmp_path, tiny_card, case):
     inbox, lib = tmp_path / "inbox", tmp_path / "lib"
     make_colour_photo(inbox / "a.jpg", "red", seed=1)
     r = invoke("run", inbox, "--library", lib, "--model", hostile, "--settle", 0, "-q", "--device", "cpu")
-    figures.add(trials=1, faults=1, hostile_cards=1)
-    one_line_error(r, 4, reason)
-    assert "model card" in r.output
-    assert not lib.exists() and (inbox / "a.jpg").is_file()
+    return r, inbox, lib
 
 
 @pytest.mark.xfail(strict=True, reason="sorter/classify.py (speed's file) never compares the card's label count with "
@@ -62,12 +68,6 @@ def test_hostile_labels_are_refused_with_one_line(tmp_path, tiny_card, case):
                    "Classifier.predictions mid-run; 4 labels for 3 outputs -> photos filed under shifted species")
 @pytest.mark.parametrize("labels", [["A", "B"], ["A", "B", "C", "D"]], ids=["fewer", "more"])
 def test_labels_that_do_not_match_the_model_outputs_are_refused(tmp_path, tiny_card, labels):
-    card = json.loads(tiny_card.read_text())
-    card["labels"] = labels
-    hostile = tiny_card.with_name("mismatch.json")
-    hostile.write_text(json.dumps(card))
-    inbox, lib = tmp_path / "inbox", tmp_path / "lib"
-    make_colour_photo(inbox / "a.jpg", "red", seed=1)
-    r = invoke("run", inbox, "--library", lib, "--model", hostile, "--settle", 0, "-q", "--device", "cpu")
+    r, inbox, _ = run_with_labels(tmp_path, tiny_card, labels)
     one_line_error(r, 4, "label")
     assert (inbox / "a.jpg").is_file()
