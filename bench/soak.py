@@ -34,7 +34,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=300, help="signals to send per signal kind")
     ap.add_argument("--signal", choices=["kill", "term", "both"], default="both")
     ap.add_argument("--groups", type=int, default=120, help="photo groups added per wave (about 2.2 files each)")
-    ap.add_argument("--batch-size", type=int, default=2, help="sorter --batch-size (small: a batch is always in flight)")
+    ap.add_argument("--batch-size", type=int, default=2,
+                    help="sorter --batch-size (small: a batch is always in flight)")
     ap.add_argument("--minutes", type=float, default=60.0, help="time limit per signal kind")
     ap.add_argument("--full-every", type=int, default=10, help="a complete run after this many trials")
     ap.add_argument("--seed", type=int, default=0)
@@ -61,7 +62,7 @@ def main() -> int:
               f"{out.mid_transaction} inside a batch of moves, {out.recoveries} recoveries checked, "
               f"{out.files} files, SIGTERM: {out.graceful} graceful, {out.early} before the handler, "
               f"{out.interrupted} stopped at once by a second signal (130); "
-              f"lost {out.lost}, doubled {out.doubled}, {out.seconds:.0f} s{'; ' + '; '.join(out.notes) if out.notes else ''}")
+              f"lost {out.lost}, doubled {out.doubled}, {out.seconds:.0f} s" + "".join(f"; {n}" for n in out.notes))
         print(figures.line(one))
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Unreadable (permission) files, for real: the sorter runs as `nobody` (the child is started through
 util-linux `setpriv --reuid --regid --clear-groups`, which leaves it no capabilities; root reads
-everything, so a FileOps fault would only imitate this), on files owned by root with mode 000. Each is filed with a clear reason (or travels with its readable group),
-nothing is lost, and undo puts everything back."""
+everything, so a FileOps fault would only imitate this), on files owned by root with mode 000. Each
+is filed with a clear reason (or travels with its readable group), nothing is lost, and undo puts everything back."""
 
 from __future__ import annotations
 
