@@ -1,0 +1,223 @@
+"""`trainer export RUN --name NAME`: a checkpoint becomes exports/NAME.onnx + exports/NAME.json.
+
+Steps, each measured on the exported graph through the sorter's own code:
+ 1. ONNX graph (uint8 RGB NCHW "image" -> "logits", normalisation inside, dynamic batch); onnx.checker.
+ 2. Parity: every validation photo through the trainer's eval transform + torch, and through
+    sorter.preprocess + onnxruntime: identical top-1 and probabilities within 1e-3, or the export fails.
+ 3. Temperature scaling on the validation logits (trainer.calibrate).
+ 4. The review curve on validation photos + photos of unknown species, and the threshold that reaches
+    the target precision (trainer.openset); saved as a plot.
+ 5. Flip test-time augmentation, measured: accuracy gained against time spent.
+ 6. Optionally int8 (trainer.quantize): accuracy change and speed-up against fp32, measured here.
+ 7. The model card; files are written into a temporary folder and renamed into place (model first,
+    card last: a reader never sees a card without its model).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sorter.card import ModelCard, check_labels, read_card, sha256_file, write_card
+from sorter.classify import Classifier
+from sorter.errors import ModelError, UserError
+from sorter.scores import SCORES, calibrated_probs, score
+
+from . import onnx_eval
+from .calibrate import calibrate, expected_calibration_error
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .export_sections import int8_section, open_set_section, tta_section
+from .data import data_fingerprint, discover
+from .model import MEAN, STD
+from .onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, graph_io, to_onnx_bytes, torch_eval_logits
+from .onnx_eval import check_card_matches
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PARITY_ATOL = 1e-3
+
+
+class ExportError(UserError):
+    """The run cannot be exported as asked (one line)."""
+
+
+@dataclass
+class ExportOptions:
+    name: str
+    out: Path = Path("exports")
+    data: Path | None = None            # labelled dataset (val split: parity, calibration, metrics)
+    unknown: Path | None = None         # photos of species the model does not know (review curve)
+    unknown_share: float = 0.1          # share of unknown species in an inbox
+    target_precision: float = 0.98      # the recommended threshold reaches this precision
+    score: str = "max_logit"            # open-set score (sorter.scores.SCORES)
+    int8: bool = False
+    quant_format: str = "qdq"           # qdq | qoperator
+    calib_photos: int = 256             # training photos that calibrate the int8 ranges
+    force: bool = False
+    command: str = ""                   # the command line, for provenance
+
+
+@dataclass
+class ExportResult:
+    card_path: Path
+    card: ModelCard
+    lines: list[str] = field(default_factory=list)  # the human summary the CLI prints
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def check_targets(opts: ExportOptions) -> tuple[Path, Path]:
+    """exports/NAME.onnx and NAME.json, refusing names that are unsafe or would overwrite a model."""
+    if not NAME_RE.match(opts.name) or opts.name.endswith((".onnx", ".json")):
+        raise ExportError(f"model name {opts.name!r} must be letters, digits, '_', '-' or '.', without an extension")
+    if opts.score not in SCORES:
+        raise ExportError(f"unknown open-set score {opts.score!r} (known: {', '.join(SCORES)})")
+    if not 0.0 <= opts.unknown_share < 1.0 or not 0.0 < opts.target_precision <= 1.0:
+        raise ExportError("unknown share must be in [0, 1) and target precision in (0, 1]")
+    onnx_path, card_path = opts.out / f"{opts.name}.onnx", opts.out / f"{opts.name}.json"
+    taken = [p for p in (onnx_path, card_path, opts.out / f"{opts.name}.int8.onnx") if p.exists()]
+    if taken and not opts.force:
+        raise ExportError(f"{taken[0]} already exists: choose another --name or pass --force to replace it")
+    return onnx_path, card_path
+
+
+def parity(torch_logits: np.ndarray, onnx_logits: np.ndarray) -> tuple[int, float]:
+    """(photos whose top-1 differs, largest probability difference) between the two paths."""
+    p_t, p_o = calibrated_probs(torch_logits), calibrated_probs(onnx_logits)
+    return int((p_t.argmax(1) != p_o.argmax(1)).sum()), float(np.abs(p_t - p_o).max())
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str], temperature: float) -> dict:
+    pred = logits.argmax(1)
+    recall = {c: round(float((pred[labels == i] == i).mean()), 4) for i, c in enumerate(classes) if (labels == i).any()}
+    precision = {c: round(float((labels[pred == i] == i).mean()), 4) for i, c in enumerate(classes) if (pred == i).any()}
+    return {"photos": int(len(labels)), "top1": round(float((pred == labels).mean()), 4),
+            "per_class_recall": recall, "per_class_precision": precision,
+            "ece": round(expected_calibration_error(calibrated_probs(logits, temperature), labels), 4)}
+
+
+def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
+    onnx_path, card_path = check_targets(opts)
+    ckpt = load_checkpoint(run)
+    classes = list(ckpt["classes"])
+    try:
+        check_labels(classes)
+    except ModelError as e:
+        raise ExportError(f"checkpoint classes cannot be model labels: {e}") from None
+    model = model_from_checkpoint(ckpt)
+    if model.fc.out_features != len(classes):
+        raise ExportError(f"checkpoint has {len(classes)} classes but its model has {model.fc.out_features} outputs")
+    resize, crop = int(ckpt["input"]["resize"]), int(ckpt["input"]["crop"])
+
+    data = opts.data or ckpt.get("data") or (ckpt.get("config") or {}).get("data")
+    if not data:
+        raise ExportError("this checkpoint does not name its dataset: pass --data DIR (the folder it was trained on)")
+    ds = discover(data, float(ckpt["config"].get("val_fraction", 0.2)), int(ckpt["config"].get("seed", 0)))
+    if ds.classes != classes:
+        raise ExportError(f"classes in {data} ({len(ds.classes)}) differ from the checkpoint's ({len(classes)}): "
+                          "export with the dataset the model was trained on")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(dir=opts.out, prefix=f".export-{opts.name}-") as tmp_s:
+        tmp = Path(tmp_s)
+        # 1. the graph, and a provisional card so that the sorter's Classifier can load it
+        (tmp / onnx_path.name).write_bytes(to_onnx_bytes(model, crop))
+        card = ModelCard(
+            name=opts.name, labels=classes,
+            input={"resize": resize, "crop": crop, "color": "RGB", "dtype": "uint8", "layout": "NCHW",
+                   "mean": list(MEAN), "std": list(STD)},
+            onnx={"file": onnx_path.name, "sha256": sha256_file(tmp / onnx_path.name), "input": INPUT_NAME,
+                  "output": OUTPUT_NAME, "opset": OPSET},
+        )
+        write_card(card, tmp / card_path.name)
+        clf = Classifier(read_card(tmp / card_path.name), device="cpu")
+
+        # 2. parity on every validation photo
+        val_px, keep = onnx_eval.load_pixels(ds.val.paths, resize, crop, "val photos")
+        labels = np.asarray(ds.val.labels)[keep]
+        if len(labels) == 0:
+            raise ExportError(f"no readable validation photos in {data}")
+        val_logits = onnx_eval.run_logits(clf, val_px)
+        flips, diff = parity(torch_eval_logits(model, val_px), val_logits)
+        if flips or diff > PARITY_ATOL:
+            raise ExportError(f"parity check failed: ONNX vs torch differ on {flips} top-1 of {len(labels)} "
+                              f"photos, max probability difference {diff:.2e} (limit {PARITY_ATOL:g})")
+        lines.append(f"parity: {len(labels)} val photos, same top-1, max probability difference {diff:.1e}")
+
+        # 3. calibration and metrics
+        cal = calibrate(val_logits, labels)
+        card.calibration = cal.card()
+        card.metrics = classification_metrics(val_logits, labels, classes, cal.temperature)
+        card.metrics["split"] = "val (seeded split of train)" if ds.split_from_train else "val"
+        lines.append(f"val top-1 {card.metrics['top1']:.2%} on {len(labels)} photos; temperature "
+                     f"{cal.temperature:.3f}, ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}")
+
+        # 4. open set: the review curve and the recommended threshold
+        unk_logits = None
+        if opts.unknown:
+            unk_paths = onnx_eval.photos_under(opts.unknown)
+            if not unk_paths:
+                raise ExportError(f"no photos under --unknown {opts.unknown}")
+            unk_px, _ = onnx_eval.load_pixels(unk_paths, resize, crop, "unknown photos")
+            unk_logits = onnx_eval.run_logits(clf, unk_px)
+        card.open_set, summary = open_set_section(opts, val_logits, labels, unk_logits, cal.temperature)
+        lines.append(summary)
+
+        # 5. flip TTA, measured
+        card.tta, summary = tta_section(clf, val_px, labels, opts, unk_px if opts.unknown else None, cal.temperature)
+        lines.append(summary)
+
+        # 6. int8
+        int8_tmp = tmp / f"{opts.name}.int8.onnx"
+        if opts.int8:
+            card.int8, summary = int8_section(tmp / onnx_path.name, int8_tmp, ds, resize, crop, val_px, labels,
+                                              val_logits, opts)
+            lines.append(summary)
+
+        card.provenance = {
+            "checkpoint": str(Path(run)), "data": str(Path(data)),
+            "data_fingerprint": ckpt.get("data_fingerprint") or data_fingerprint(ds),
+            "data_fingerprint_now": data_fingerprint(ds),
+            "weights": ckpt.get("weights"), "others": (ckpt.get("config") or {}).get("others"),
+            "unknown": str(opts.unknown) if opts.unknown else None,
+            "command": opts.command or " ".join(sys.argv),
+            "commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint_metrics": ckpt.get("metrics"),
+        }
+        write_card(card, tmp / card_path.name)
+        check_card_matches(read_card(tmp / card_path.name))
+
+        from .openset_plot import plot_review_curve
+        plot_path = opts.out / f"{opts.name}.review.png"
+        plot_review_curve(card.open_set, tmp / plot_path.name, title=f"{opts.name}: review curve")
+
+        # 7. into place: models first, the card last
+        os.replace(tmp / onnx_path.name, onnx_path)
+        if opts.int8:
+            os.replace(int8_tmp, opts.out / int8_tmp.name)
+        elif (opts.out / int8_tmp.name).exists():
+            (opts.out / int8_tmp.name).unlink()  # --force: an old int8 model would no longer match
+        os.replace(tmp / plot_path.name, plot_path)
+        os.replace(tmp / card_path.name, card_path)
+    lines.append(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), {card_path}, {plot_path}")
+    return ExportResult(card_path, read_card(card_path), lines)

@@ -1,0 +1,94 @@
+"""Run an exported model through the sorter's own code: `sorter.preprocess.preprocess` for the pixels
+and `sorter.classify.Classifier` (its onnxruntime session) for the logits.
+
+Used by `trainer export` (metrics, calibration and the review curve are measured on the exported graph
+the sorter will run, not on the torch model) and by `trainer evaluate exports/NAME.onnx DATA`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sorter.classify import Classifier
+from sorter.preprocess import PreprocessError, preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
+
+
+def photos_under(folder: str | os.PathLike) -> list[Path]:
+    """Every photo file anywhere under `folder` (by extension, hidden files skipped), sorted."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def load_pixels(paths: list[Path], resize: int, crop: int, desc: str = "decode") -> tuple[np.ndarray, list[int]]:
+    """preprocess() every path: (N, crop, crop, 3) uint8 and the indices of the paths that decoded."""
+    arrays, keep, failed = [], [], 0
+    for i, p in enumerate(tqdm(paths, desc=desc, unit="photo", leave=False, disable=None)):
+        try:
+            arrays.append(preprocess(p, resize, crop))
+            keep.append(i)
+        except PreprocessError as e:
+            failed += 1
+            if failed == 1:
+                log.warning("skipping unreadable photo %s: %s", p, e)
+    if failed > 1:
+        log.warning("%d unreadable photos skipped in all", failed)
+    if not arrays:
+        return np.zeros((0, crop, crop, 3), np.uint8), keep
+    return np.stack(arrays), keep
+
+
+def run_logits(clf: Classifier, pixels: np.ndarray, flip: bool = False, batch: int = 32) -> np.ndarray:
+    """Logits of (N, H, W, 3) pixels through the Classifier's session; `flip` mirrors them left-right."""
+    out = []
+    for i in range(0, len(pixels), batch):
+        x = pixels[i:i + batch]
+        out.append(clf.logits(x[:, :, ::-1] if flip else x))
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(clf.labels)))
+
+
+@dataclass
+class TimedLogits:
+    logits: np.ndarray
+    seconds: float
+
+
+def timed_logits(clf: Classifier, pixels: np.ndarray, flip: bool = False, repeats: int = 3) -> TimedLogits:
+    """Logits plus the median wall time of `repeats` passes (one warm-up pass first)."""
+    run_logits(clf, pixels[:8], flip)
+    times, logits = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        logits = run_logits(clf, pixels, flip)
+        times.append(time.perf_counter() - t0)
+    return TimedLogits(logits, float(np.median(times)))
+
+
+def check_card_matches(card) -> None:
+    """Refuse (ModelError, one line) a card whose model is not the one it describes: sha256, input and
+    output names, and one output per label."""
+    from sorter.card import verify_model
+    from sorter.errors import ModelError
+
+    from .onnx_graph import graph_io, output_width
+
+    path = verify_model(card)
+    inputs, outputs, _ = graph_io(path)
+    want_in, want_out = card.onnx.get("input", "image"), card.onnx.get("output", "logits")
+    if want_in not in inputs or want_out not in outputs:
+        raise ModelError(f"model {path} does not match its card: graph has inputs {inputs} and outputs {outputs}, "
+                         f"card says {want_in!r} -> {want_out!r}")
+    width = output_width(path, want_out)
+    if width is not None and width != len(card.labels):
+        raise ModelError(f"model {path} does not match its card: {width} outputs but {len(card.labels)} labels")
