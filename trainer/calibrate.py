@@ -25,8 +25,12 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    return ece_of(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE from each prediction's confidence and whether it was right."""
+    conf, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):

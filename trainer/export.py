@@ -173,18 +173,21 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
                      f"{cal.temperature:.3f}, ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}")
 
         # 4. open set: the review curve and the recommended threshold
-        unk_logits = None
+        unk_logits, unk_px, groups = None, None, None
         if opts.unknown:
             unk_paths = onnx_eval.photos_under(opts.unknown)
             if not unk_paths:
                 raise ExportError(f"no photos under --unknown {opts.unknown}")
-            unk_px, _ = onnx_eval.load_pixels(unk_paths, resize, crop, "unknown photos")
+            unk_px, keep_u = onnx_eval.load_pixels(unk_paths, resize, crop, "unknown photos")
             unk_logits = onnx_eval.run_logits(clf, unk_px)
-        card.open_set, summary = open_set_section(opts, val_logits, labels, unk_logits, cal.temperature)
+            # species = first folder below --unknown (photos directly in it form one group)
+            groups = [unk_paths[i].relative_to(opts.unknown).parts[0] if len(unk_paths[i].relative_to(opts.unknown).parts) > 1
+                      else "." for i in keep_u]
+        card.open_set, summary = open_set_section(opts, val_logits, labels, unk_logits, cal.temperature, groups)
         lines.append(summary)
 
         # 5. flip TTA, measured
-        card.tta, summary = tta_section(clf, val_px, labels, opts, unk_px if opts.unknown else None, cal.temperature)
+        card.tta, summary = tta_section(clf, val_px, labels, opts, unk_px, cal.temperature)
         lines.append(summary)
 
         # 6. int8

@@ -17,14 +17,14 @@ from sorter.classify import Classifier
 from sorter.scores import score
 
 from . import onnx_eval
-from .openset import choose_threshold, point_at, review_curve, thin
+from .openset import choose_threshold, held_out_estimate, review_curve, thin
 from .quantize import compare_speed, quantize_int8, session
 
 CURVE_POINTS = 400  # at most this many curve points are kept in the card
 
 
 def open_set_section(opts, val_logits: np.ndarray, labels: np.ndarray, unk_logits: np.ndarray | None,
-                     temperature: float) -> tuple[dict, str]:
+                     temperature: float, unk_groups: list[str] | None = None) -> tuple[dict, str]:
     known = score(opts.score, val_logits, temperature)
     correct = val_logits.argmax(1) == labels
     unknown = score(opts.score, unk_logits, temperature) if unk_logits is not None else None
@@ -39,10 +39,17 @@ def open_set_section(opts, val_logits: np.ndarray, labels: np.ndarray, unk_logit
         "unknown_source": str(opts.unknown) if opts.unknown else None,
         "curve": [q.card() for q in thin(curve, CURVE_POINTS)],
     }
+    if unknown is not None and unk_groups and len(set(unk_groups)) > 1:
+        section["held_out"] = held_out_estimate(known, correct, unknown, unk_groups, opts.unknown_share,
+                                                opts.target_precision)
     ru = "n/a (no --unknown photos)" if unknown is None else f"{p.review_unknown:.1%}"
     line = (f"open set ({opts.score}): threshold {p.threshold:.4g} -> precision {p.precision:.2%} "
             f"(target {opts.target_precision:.0%}{'' if choice.met else ', NOT reached'}), review {p.review_known:.1%} "
             f"of known and {ru} of unknown photos")
+    if "held_out" in section:
+        h = section["held_out"]
+        line += (f"; unknown species held out in turn: review {h['review_known']:.1%} known, "
+                 f"{h['review_unknown']:.1%} unknown, precision {h['precision']:.2%}")
     return section, line
 
 

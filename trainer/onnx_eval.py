@@ -92,3 +92,69 @@ def check_card_matches(card) -> None:
     width = output_width(path, want_out)
     if width is not None and width != len(card.labels):
         raise ModelError(f"model {path} does not match its card: {width} outputs but {len(card.labels)} labels")
+
+
+def labelled_photos(root: str | os.PathLike, labels: list[str]) -> tuple[list[Path], list[int]]:
+    """Photos of DATA/val/<class>/ (or DATA/<class>/ without val/), with their index in `labels`.
+    A class folder the model has no label for is an error (its photos could never be right)."""
+    from sorter.errors import UserError
+
+    root = Path(root)
+    base = root / "val" if (root / "val").is_dir() else root
+    if not base.is_dir():
+        raise UserError(f"dataset folder not found: {root}")
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    if not classes:
+        raise UserError(f"{base} has no class folders")
+    stray = [c for c in classes if c not in labels]
+    if stray:
+        raise UserError(f"class '{stray[0]}' in {base} is not one of the model's labels "
+                        "(pass photos of other species with --unknown)")
+    paths, idx = [], []
+    for c in classes:
+        for p in photos_under(base / c):
+            paths.append(p)
+            idx.append(labels.index(c))
+    return paths, idx
+
+
+def evaluate_exported(model: str | os.PathLike, data: str | os.PathLike, unknown: str | os.PathLike | None = None,
+                      threshold: float | None = None, batch_size: int = 32) -> dict:
+    """Evaluate an exported model exactly as the sorter runs it (sorter.classify.Classifier on the
+    photo files): top-1, per-class recall, ECE of the calibrated confidence, and, with photos of
+    unknown species, the review rates and precision at the card's threshold."""
+    from sorter.card import find_model, read_card
+
+    from .calibrate import ece_of
+
+    card = read_card(find_model(str(model)))
+    check_card_matches(card)
+    clf = Classifier(card, device="cpu", batch_size=batch_size)
+    paths, truth = labelled_photos(data, card.labels)
+    preds = list(tqdm(clf.classify(paths), total=len(paths), desc="evaluate", unit="photo", leave=False, disable=None))
+    ok = [i for i, p in enumerate(preds) if p.error is None]
+    if not ok:
+        raise ValueError(f"no readable photos in {data}")
+    y = np.array([truth[i] for i in ok])
+    pred = np.array([card.labels.index(preds[i].label) for i in ok])
+    conf = np.array([preds[i].confidence for i in ok])
+    known_scores = np.array([preds[i].score for i in ok])
+    report = {
+        "model": str(card.path), "data": str(data), "photos": len(ok), "unreadable": len(preds) - len(ok),
+        "top1": float((pred == y).mean()), "ece": ece_of(conf, pred == y),
+        "per_class_recall": {c: float((pred[y == i] == i).mean()) for i, c in enumerate(card.labels) if (y == i).any()},
+        "confusion": np.bincount(y * len(card.labels) + pred, minlength=len(card.labels) ** 2)
+                       .reshape(len(card.labels), -1).tolist(),
+    }
+    if unknown is not None:
+        u_preds = [p for p in clf.classify(photos_under(unknown)) if p.error is None]
+        t = float(card.open_set.get("threshold", 0.0)) if threshold is None else threshold
+        share = float(card.open_set.get("unknown_share", 0.1)) or 0.1
+        fk = known_scores >= t
+        fu = np.array([p.score >= t for p in u_preds])
+        filed = (1 - share) * fk.mean() + share * fu.mean()
+        report["open_set"] = {"score": card.open_set.get("score"), "threshold": t, "unknown_photos": len(u_preds),
+                              "unknown_share": share, "review_known": float(1 - fk.mean()),
+                              "review_unknown": float(1 - fu.mean()),
+                              "precision": float((1 - share) * (fk & (pred == y)).mean() / filed) if filed else 1.0}
+    return report

@@ -185,3 +185,22 @@ def test_unreadable_val_photo_is_skipped_not_fatal(tmp_path, dataset, run):
     make_photo(dataset / "val" / "Ivory_Gull" / "generated.png", size=(90, 80))
     export_run(run, opts(tmp_path, dataset))
     assert read_card(tmp_path / "exports" / "m.json").metrics["photos"] == 10
+
+
+def test_evaluate_exported_runs_the_sorter_code(tmp_path, dataset, run, shared_data):
+    from trainer.onnx_eval import evaluate_exported
+
+    unknown = tmp_path / "unknown" / "Mallard"
+    unknown.mkdir(parents=True)
+    for p in sorted((shared_data / "unknown" / "Mallard").glob("*.jpg"))[:3]:
+        os.symlink(p, unknown / p.name)
+    export_run(run, opts(tmp_path, dataset, unknown=unknown.parent))
+    card = read_card(tmp_path / "exports" / "m.json")
+    report = evaluate_exported(tmp_path / "exports" / "m.onnx", dataset, unknown=unknown.parent)
+    assert report["photos"] == 9 and report["top1"] == pytest.approx(card.metrics["top1"], abs=1e-4)
+    assert report["ece"] == pytest.approx(card.metrics["ece"], abs=1e-3)
+    assert report["open_set"]["review_known"] == pytest.approx(card.open_set["at_threshold"]["review_known"], abs=1e-6)
+    assert report["open_set"]["review_unknown"] == pytest.approx(card.open_set["at_threshold"]["review_unknown"], abs=1e-6)
+    assert sum(map(sum, report["confusion"])) == 9
+    with pytest.raises(UserError, match="not one of the model's labels"):
+        evaluate_exported(tmp_path / "exports" / "m.onnx", shared_data / "unknown")

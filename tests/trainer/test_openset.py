@@ -72,3 +72,21 @@ def test_without_unknowns_precision_is_top1_of_filed():
     assert curve[0].precision == pytest.approx(0.75) and curve[1].precision == pytest.approx(1.0)
     assert choose_threshold(curve, 0.98).point.threshold == 0.5
     assert all(np.isnan(p.review_unknown) for p in curve)
+
+
+def test_held_out_estimate_measures_each_species_with_a_threshold_chosen_without_it():
+    from trainer.openset import held_out_estimate
+
+    known, correct, _ = synthetic()
+    rng = np.random.default_rng(3)
+    easy, hard = rng.normal(-2.0, 1, 5000), rng.normal(1.0, 1, 5000)  # "hard" unknowns look known
+    est = held_out_estimate(known, correct, np.concatenate([easy, hard]), ["easy"] * 5000 + ["hard"] * 5000,
+                            unknown_share=0.1, target_precision=0.98)
+    easy_t, hard_t = est["per_species"]["easy"]["threshold"], est["per_species"]["hard"]["threshold"]
+    # held out "easy": the threshold was chosen against "hard" unknowns, so it is stricter
+    assert easy_t > hard_t
+    assert est["per_species"]["easy"]["review_unknown"] == pytest.approx(phi(easy_t + 2.0), abs=0.01)
+    assert est["per_species"]["hard"]["review_unknown"] == pytest.approx(phi(hard_t - 1.0), abs=0.01)
+    # choosing against easy unknowns only, the hard ones break the precision target: the estimate shows it
+    assert est["per_species"]["hard"]["precision"] < 0.97
+    assert est["review_unknown"] == pytest.approx(np.mean([v["review_unknown"] for v in est["per_species"].values()]), abs=1e-4)
