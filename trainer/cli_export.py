@@ -32,13 +32,15 @@ from .export import ExportOptions, export_run
 @click.option("--score", default="max_logit", show_default=True,
               help="Open-set score the sorter thresholds (msp, max_logit, energy).")
 @click.option("--int8", "int8", is_flag=True, help="Also write OUT/NAME.int8.onnx (static QDQ quantization), measured.")
+@click.option("--int8-only", is_flag=True, help="Ship only the int8 graph, as OUT/NAME.onnx (measured, then described by the card).")
 @click.option("--quant-format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True,
               help="int8 format tried first (the other is tried too when the first is not faster).")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
-def export_cmd(run, name, out, data, unknown, unknown_share, target_precision, score, int8, quant_format, force):
+def export_cmd(run, name, out, data, unknown, unknown_share, target_precision, score, int8, int8_only, quant_format,
+               force):
     """Export RUN (a run folder or checkpoint) to ONNX with a model card, parity checked."""
     opts = ExportOptions(name=name, out=out, data=data, unknown=unknown, unknown_share=unknown_share,
-                         target_precision=target_precision, score=score, int8=int8, quant_format=quant_format,
+                         target_precision=target_precision, score=score, int8=int8, int8_only=int8_only, quant_format=quant_format,
                          force=force, command=shlex.join(["trainer", *sys.argv[1:]]))
     result = export_run(run, opts)
     for line in result.lines:

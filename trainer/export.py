@@ -4,11 +4,12 @@ Steps, each measured on the exported graph through the sorter's own code:
  1. ONNX graph (uint8 RGB NCHW "image" -> "logits", normalisation inside, dynamic batch); onnx.checker.
  2. Parity: every validation photo through the trainer's eval transform + torch, and through
     sorter.preprocess + onnxruntime: identical top-1 and probabilities within 1e-3, or the export fails.
- 3. Temperature scaling on the validation logits (trainer.calibrate).
- 4. The review curve on validation photos + photos of unknown species, and the threshold that reaches
+ 3. Optionally int8 (trainer.quantize): accuracy change and speed-up against fp32, measured here;
+    `--int8` writes NAME.int8.onnx beside NAME.onnx, `--int8-only` ships the int8 graph as NAME.onnx.
+ 4. Temperature scaling on the validation logits of the shipped graph (trainer.calibrate).
+ 5. The review curve on validation photos + photos of unknown species, and the threshold that reaches
     the target precision (trainer.openset); saved as a plot.
- 5. Flip test-time augmentation, measured: accuracy gained against time spent.
- 6. Optionally int8 (trainer.quantize): accuracy change and speed-up against fp32, measured here.
+ 6. Flip test-time augmentation, measured: accuracy gained against time spent.
  7. The model card; files are written into a temporary folder and renamed into place (model first,
     card last: a reader never sees a card without its model).
 """
@@ -61,7 +62,8 @@ class ExportOptions:
     unknown_share: float = 0.1          # share of unknown species in an inbox
     target_precision: float = 0.98      # the recommended threshold reaches this precision
     score: str = "max_logit"            # open-set score (sorter.scores.SCORES)
-    int8: bool = False
+    int8: bool = False                  # also write NAME.int8.onnx, measured against fp32
+    int8_only: bool = False             # ship the int8 graph as NAME.onnx (no fp32 file)
     quant_format: str = "qdq"           # qdq | qoperator
     calib_photos: int = 256             # training photos that calibrate the int8 ranges
     force: bool = False
@@ -141,13 +143,14 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
     with tempfile.TemporaryDirectory(dir=opts.out, prefix=f".export-{opts.name}-") as tmp_s:
         tmp = Path(tmp_s)
         # 1. the graph, and a provisional card so that the sorter's Classifier can load it
-        (tmp / onnx_path.name).write_bytes(to_onnx_bytes(model, crop))
+        fp32 = tmp / f"{opts.name}.fp32.onnx"
+        fp32.write_bytes(to_onnx_bytes(model, crop))
         card = ModelCard(
             name=opts.name, labels=classes,
             input={"resize": resize, "crop": crop, "color": "RGB", "dtype": "uint8", "layout": "NCHW",
                    "mean": list(MEAN), "std": list(STD)},
-            onnx={"file": onnx_path.name, "sha256": sha256_file(tmp / onnx_path.name), "input": INPUT_NAME,
-                  "output": OUTPUT_NAME, "opset": OPSET},
+            onnx={"file": fp32.name, "sha256": sha256_file(fp32), "input": INPUT_NAME,
+                  "output": OUTPUT_NAME, "opset": OPSET, "precision": "fp32"},
         )
         write_card(card, tmp / card_path.name)
         clf = Classifier(read_card(tmp / card_path.name), device="cpu")
@@ -164,15 +167,32 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
                               f"photos, max probability difference {diff:.2e} (limit {PARITY_ATOL:g})")
         lines.append(f"parity: {len(labels)} val photos, same top-1, max probability difference {diff:.1e}")
 
-        # 3. calibration and metrics
+        # 3. int8: measured against fp32; with --int8-only it becomes the model the card describes
+        int8_tmp = tmp / f"{opts.name}.int8.onnx"
+        if opts.int8 or opts.int8_only:
+            card.int8, summary = int8_section(fp32, int8_tmp, ds, resize, crop, val_px, labels, val_logits, opts)
+            lines.append(summary)
+        if opts.int8_only:
+            int8_tmp.replace(tmp / onnx_path.name)
+            card.int8["file"] = onnx_path.name
+            card.onnx.update(precision="int8", fp32_sha256=card.onnx["sha256"])
+            fp32.unlink()
+        else:
+            fp32.replace(tmp / onnx_path.name)
+        card.onnx.update(file=onnx_path.name, sha256=sha256_file(tmp / onnx_path.name))
+        write_card(card, tmp / card_path.name)
+        clf = Classifier(read_card(tmp / card_path.name), device="cpu")
+        val_logits = onnx_eval.run_logits(clf, val_px)  # everything below measures the shipped graph
+
+        # 4. calibration and metrics
         cal = calibrate(val_logits, labels)
         card.calibration = cal.card()
         card.metrics = classification_metrics(val_logits, labels, classes, cal.temperature)
         card.metrics["split"] = "val (seeded split of train)" if ds.split_from_train else "val"
-        lines.append(f"val top-1 {card.metrics['top1']:.2%} on {len(labels)} photos; temperature "
-                     f"{cal.temperature:.3f}, ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}")
+        lines.append(f"val top-1 {card.metrics['top1']:.2%} on {len(labels)} photos ({card.onnx['precision']}); "
+                     f"temperature {cal.temperature:.3f}, ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}")
 
-        # 4. open set: the review curve and the recommended threshold
+        # 5. open set: the review curve and the recommended threshold
         unk_logits, unk_px, groups = None, None, None
         if opts.unknown:
             unk_paths = onnx_eval.photos_under(opts.unknown)
@@ -181,21 +201,14 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
             unk_px, keep_u = onnx_eval.load_pixels(unk_paths, resize, crop, "unknown photos")
             unk_logits = onnx_eval.run_logits(clf, unk_px)
             # species = first folder below --unknown (photos directly in it form one group)
-            groups = [unk_paths[i].relative_to(opts.unknown).parts[0] if len(unk_paths[i].relative_to(opts.unknown).parts) > 1
-                      else "." for i in keep_u]
+            rel = [unk_paths[i].relative_to(opts.unknown).parts for i in keep_u]
+            groups = [parts[0] if len(parts) > 1 else "." for parts in rel]
         card.open_set, summary = open_set_section(opts, val_logits, labels, unk_logits, cal.temperature, groups)
         lines.append(summary)
 
-        # 5. flip TTA, measured
+        # 6. flip TTA, measured
         card.tta, summary = tta_section(clf, val_px, labels, opts, unk_px, cal.temperature)
         lines.append(summary)
-
-        # 6. int8
-        int8_tmp = tmp / f"{opts.name}.int8.onnx"
-        if opts.int8:
-            card.int8, summary = int8_section(tmp / onnx_path.name, int8_tmp, ds, resize, crop, val_px, labels,
-                                              val_logits, opts)
-            lines.append(summary)
 
         card.provenance = {
             "checkpoint": str(Path(run)), "data": str(Path(data)),
@@ -216,7 +229,7 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
 
         # 7. into place: models first, the card last
         os.replace(tmp / onnx_path.name, onnx_path)
-        if opts.int8:
+        if opts.int8 and not opts.int8_only:
             os.replace(int8_tmp, opts.out / int8_tmp.name)
         elif (opts.out / int8_tmp.name).exists():
             (opts.out / int8_tmp.name).unlink()  # --force: an old int8 model would no longer match

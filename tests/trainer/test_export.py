@@ -204,3 +204,15 @@ def test_evaluate_exported_runs_the_sorter_code(tmp_path, dataset, run, shared_d
     assert sum(map(sum, report["confusion"])) == 9
     with pytest.raises(UserError, match="not one of the model's labels"):
         evaluate_exported(tmp_path / "exports" / "m.onnx", shared_data / "unknown")
+
+
+def test_int8_only_ships_the_quantized_graph_described_by_the_card(tmp_path, dataset, run, shared_data):
+    export_run(run, opts(tmp_path, dataset, int8_only=True, calib_photos=6))
+    out = tmp_path / "exports"
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "m.onnx", "m.review.png"]
+    card = read_card(out / "m.json")
+    assert card.onnx["precision"] == "int8" and card.int8["file"] == "m.onnx"
+    check_card_matches(card)
+    assert {n.op_type for n in onnx.load(out / "m.onnx").graph.node} & {"QuantizeLinear", "QLinearConv"}
+    photos = sorted((shared_data / "birds10" / "val" / "Horned_Puffin").glob("*.jpg"))[:3]
+    assert all(p.label in SPECIES for p in Classifier(card, device="cpu").classify(photos))
