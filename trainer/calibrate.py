@@ -14,6 +14,8 @@ import numpy as np
 
 from sorter.scores import calibrated_probs
 
+from .evaluate import expected_calibration_error
+
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     """Mean negative log-likelihood of `labels` under softmax(logits / temperature)."""
@@ -21,11 +23,6 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return float(-logp[np.arange(len(labels)), labels].mean())
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""
-    return ece_of(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
 
 
 def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:

@@ -103,9 +103,22 @@ def fit_cmd(data, config_path, out, resume, **flags) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for metrics.json and plots.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to run.")
-def evaluate_cmd(model, data, out, device) -> None:
-    """Top-1, per-class precision/recall, confusion matrix and calibration of MODEL (run folder or
-    checkpoint) on DATA (its val/ split, or all photos of a flat class folder)."""
+@click.option("--unknown", type=click.Path(file_okay=False),
+              help="Exported models: photos of other species, for the review rates at the card's threshold.")
+@click.option("--threshold", type=float, help="Exported models: review threshold instead of the card's.")
+def evaluate_cmd(model, data, out, device, unknown, threshold) -> None:
+    """Top-1, per-class precision/recall, confusion matrix and calibration of MODEL on DATA (its val/
+    split, or all photos of a flat class folder). MODEL is a run folder or checkpoint, or an exported
+    model (exports/NAME.onnx or .json), which is then run through the sorter's own code."""
+    if model.endswith((".onnx", ".json")):
+        from pathlib import Path
+
+        from .cli_export import echo_evaluation
+        from .onnx_eval import evaluate_exported
+
+        report = evaluate_exported(model, data, unknown, threshold)
+        echo_evaluation(report, Path(out) / "metrics.json" if out else None)
+        return
     from .device import pick_machine
     from .evaluate import evaluate_checkpoint
 
@@ -115,6 +128,15 @@ def evaluate_cmd(model, data, out, device) -> None:
         p = "-" if c["precision"] is None else f"{c['precision']:.2f}"
         rec = "-" if c["recall"] is None else f"{c['recall']:.2f}"
         click.echo(f"  {name:32s} precision {p}  recall {rec}  ({c['support']} photos)")
+
+
+def _add_export() -> None:
+    from .cli_export import export_cmd
+
+    main.add_command(export_cmd)
+
+
+_add_export()
 
 
 if __name__ == "__main__":

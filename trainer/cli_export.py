@@ -6,7 +6,6 @@ exported model (a .onnx/.json path) to `evaluate_exported`.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -48,6 +47,8 @@ def export_cmd(run, name, out, data, unknown, unknown_share, target_precision, s
 
 
 def echo_evaluation(report: dict, out_json: Path | None) -> None:
+    from .evaluate import write_json
+
     click.echo(f"{report['model']}: top-1 {report['top1']:.2%} on {report['photos']} photos, ECE {report['ece']:.3f}")
     for c, r in report["per_class_recall"].items():
         click.echo(f"  {c:28s} recall {r:.2%}")
@@ -56,5 +57,6 @@ def echo_evaluation(report: dict, out_json: Path | None) -> None:
         click.echo(f"review at threshold {o['threshold']:.4g} ({o['score']}): known {o['review_known']:.1%}, "
                    f"unknown {o['review_unknown']:.1%}, precision {o['precision']:.2%}")
     if out_json:
-        out_json.write_text(json.dumps(report, indent=2) + "\n")
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(report, out_json)
         click.echo(f"wrote {out_json}")

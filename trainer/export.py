@@ -17,6 +17,7 @@ Steps, each measured on the exported graph through the sorter's own code:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sorter.card import ModelCard, check_labels, read_card, sha256_file, write_card
 from sorter.classify import Classifier
@@ -35,12 +37,14 @@ from sorter.errors import ModelError, UserError
 from sorter.scores import SCORES, calibrated_probs, score
 
 from . import onnx_eval
-from .calibrate import calibrate, expected_calibration_error
+from .calibrate import calibrate
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .export_sections import int8_section, open_set_section, tta_section
 from .data import data_fingerprint, discover
 from .model import MEAN, STD
-from .onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, graph_io, to_onnx_bytes, torch_eval_logits
+from .device import Machine
+from .evaluate import metrics, predict_logits
+from .onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, to_onnx_bytes
 from .onnx_eval import check_card_matches
 
 log = logging.getLogger(__name__)
@@ -109,13 +113,30 @@ def parity(torch_logits: np.ndarray, onnx_logits: np.ndarray) -> tuple[int, floa
     return int((p_t.argmax(1) != p_o.argmax(1)).sum()), float(np.abs(p_t - p_o).max())
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str], temperature: float) -> dict:
-    pred = logits.argmax(1)
-    recall = {c: round(float((pred[labels == i] == i).mean()), 4) for i, c in enumerate(classes) if (labels == i).any()}
-    precision = {c: round(float((labels[pred == i] == i).mean()), 4) for i, c in enumerate(classes) if (pred == i).any()}
-    return {"photos": int(len(labels)), "top1": round(float((pred == labels).mean()), 4),
-            "per_class_recall": recall, "per_class_precision": precision,
-            "ece": round(expected_calibration_error(calibrated_probs(logits, temperature), labels), 4)}
+def torch_eval_logits(model, pixels: np.ndarray) -> np.ndarray:
+    """The trainer's eval path (trainer.evaluate.predict_logits: normalize + model) in fp32 on the CPU."""
+    return predict_logits(model, pixels, Machine(torch.device("cpu"), bf16=False))
+
+
+def card_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str], temperature: float) -> dict:
+    """trainer.evaluate.metrics of the calibrated logits (top-1 is unchanged by the temperature; NLL and
+    ECE are those of the confidence the sorter reports), plus per-class recall/precision flattened."""
+    m = metrics(logits / temperature, labels, classes)
+    return {"photos": m["n"], "top1": round(m["top1"], 4), "nll": round(m["nll"], 4), "ece": round(m["ece"], 4),
+            "per_class_recall": {c: v["recall"] for c, v in m["per_class"].items()},
+            "per_class_precision": {c: v["precision"] for c, v in m["per_class"].items()},
+            "confusion": m["confusion"]}
+
+
+def dataset_of(run: str | os.PathLike, ckpt: dict) -> str | None:
+    """The dataset folder the run was trained on, from the run folder's config.json."""
+    run = Path(run)
+    cfg = (run if run.is_dir() else run.parent) / "config.json"
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("data") if isinstance(data, dict) else None
 
 
 def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
@@ -131,7 +152,7 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
         raise ExportError(f"checkpoint has {len(classes)} classes but its model has {model.fc.out_features} outputs")
     resize, crop = int(ckpt["input"]["resize"]), int(ckpt["input"]["crop"])
 
-    data = opts.data or ckpt.get("data") or (ckpt.get("config") or {}).get("data")
+    data = opts.data or dataset_of(run, ckpt)
     if not data:
         raise ExportError("this checkpoint does not name its dataset: pass --data DIR (the folder it was trained on)")
     ds = discover(data, float(ckpt["config"].get("val_fraction", 0.2)), int(ckpt["config"].get("seed", 0)))
@@ -187,7 +208,7 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
         # 4. calibration and metrics
         cal = calibrate(val_logits, labels)
         card.calibration = cal.card()
-        card.metrics = classification_metrics(val_logits, labels, classes, cal.temperature)
+        card.metrics = card_metrics(val_logits, labels, classes, cal.temperature)
         card.metrics["split"] = "val (seeded split of train)" if ds.split_from_train else "val"
         lines.append(f"val top-1 {card.metrics['top1']:.2%} on {len(labels)} photos ({card.onnx['precision']}); "
                      f"temperature {cal.temperature:.3f}, ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}")

@@ -10,7 +10,6 @@ import io
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -61,19 +60,6 @@ def graph_io(path: str | Path) -> tuple[list[str], list[str], int]:
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return [i.name for i in proto.graph.input], [o.name for o in proto.graph.output], int(opset)
-
-
-def torch_eval_logits(model: nn.Module, pixels: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The trainer's eval path on (N, H, W, 3) uint8 pixels: to float, /255, normalise, model, fp32."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    model = model.eval().to("cpu", torch.float32)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(pixels), batch):
-            x = torch.from_numpy(np.ascontiguousarray(pixels[i:i + batch])).permute(0, 3, 1, 2).float() / 255.0
-            out.append(model((x - mean) / std).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def output_width(path: str | Path, name: str = OUTPUT_NAME) -> int | None:

@@ -1,7 +1,8 @@
 import numpy as np
 
 from sorter.scores import calibrated_probs
-from trainer.calibrate import calibrate, expected_calibration_error, fit_temperature, nll
+from trainer.calibrate import calibrate, ece_of, fit_temperature, nll
+from trainer.evaluate import expected_calibration_error
 
 
 def overconfident(n=4000, k=5, true_t=2.5, seed=0):
@@ -32,4 +33,5 @@ def test_ece_of_a_perfectly_calibrated_coin_is_small():
     labels = (rng.random(20000) > conf).astype(int)  # class 0 is right with probability conf
     probs = np.stack([conf, 1 - conf], 1)
     assert expected_calibration_error(probs, labels) < 0.02
+    assert ece_of(conf, labels == 0) == expected_calibration_error(probs, labels)
     assert expected_calibration_error(np.stack([np.ones(100), np.zeros(100)], 1), np.ones(100, int)) == 1.0

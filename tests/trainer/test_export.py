@@ -96,7 +96,7 @@ def test_parity_on_real_photos(tmp_path, dataset, run, shared_data):
     """sorter.preprocess + onnxruntime against the trainer's eval transform + torch: same top-1,
     probabilities within 1e-3, on real photos the export did not see."""
     from trainer.checkpoint import load_checkpoint, model_from_checkpoint
-    from trainer.onnx_graph import torch_eval_logits
+    from trainer.export import torch_eval_logits  # trainer.evaluate.predict_logits, fp32 CPU
 
     export_run(run, opts(tmp_path, dataset))
     card = read_card(tmp_path / "exports" / "m.json")
