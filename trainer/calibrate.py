@@ -25,18 +25,6 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float(-logp[np.arange(len(labels)), labels].mean())
 
 
-def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE from each prediction's confidence and whether it was right."""
-    conf, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            ece += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
-    return float(ece)
-
-
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi: float = 20.0,
                     tol: float = 1e-4) -> float:
     """The temperature in [lo, hi] that minimises the NLL (golden-section search on log T)."""

@@ -51,10 +51,14 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarra
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Sum over equal-width confidence bins of |accuracy - mean confidence| weighted by the bin's share."""
-    if len(labels) == 0:
+    return ece_of(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE from each prediction's confidence and whether it was right (what a sorter report holds)."""
+    conf, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
+    if len(conf) == 0:
         return float("nan")
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):

@@ -56,14 +56,13 @@ def open_set_section(opts, val_logits: np.ndarray, labels: np.ndarray, unk_logit
 def tta_section(clf: Classifier, val_px: np.ndarray, labels: np.ndarray, opts, unk_px: np.ndarray | None,
                 temperature: float) -> tuple[dict, str]:
     """Flip TTA (mean of the logits of the photo and its mirror image) against the plain model."""
-    plain = onnx_eval.timed_logits(clf, val_px)
-    flipped = onnx_eval.timed_logits(clf, val_px, flip=True)
-    both = (plain.logits + flipped.logits) / 2.0
-    top1 = float((plain.logits.argmax(1) == labels).mean())
+    plain, flipped, t_plain, t_flip = onnx_eval.timed_pair(clf, val_px)
+    both = (plain + flipped) / 2.0
+    top1 = float((plain.argmax(1) == labels).mean())
     top1_tta = float((both.argmax(1) == labels).mean())
     section = {"flip": bool(top1_tta > top1), "combine": "mean of logits", "top1": round(top1, 4),
                "top1_flip": round(top1_tta, 4), "top1_gain": round(top1_tta - top1, 4),
-               "time_factor": round((plain.seconds + flipped.seconds) / plain.seconds, 3)}
+               "time_factor": round((t_plain + t_flip) / t_plain, 3)}
     if unk_px is not None:
         unk = (onnx_eval.run_logits(clf, unk_px) + onnx_eval.run_logits(clf, unk_px, flip=True)) / 2.0
         curve = review_curve(score(opts.score, both, temperature), both.argmax(1) == labels,

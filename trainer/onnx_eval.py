@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +57,18 @@ def run_logits(clf: Classifier, pixels: np.ndarray, flip: bool = False, batch: i
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(clf.labels)))
 
 
-@dataclass
-class TimedLogits:
-    logits: np.ndarray
-    seconds: float
-
-
-def timed_logits(clf: Classifier, pixels: np.ndarray, flip: bool = False, repeats: int = 3) -> TimedLogits:
-    """Logits plus the median wall time of `repeats` passes (one warm-up pass first)."""
-    run_logits(clf, pixels[:8], flip)
-    times, logits = [], None
+def timed_pair(clf: Classifier, pixels: np.ndarray, repeats: int = 3) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Logits of the photos and of their mirror images, with the median wall time of each pass;
+    the passes alternate so that both see the same machine load (one warm-up pass first)."""
+    run_logits(clf, pixels[:8])
+    times: list[list[float]] = [[], []]
+    out = [None, None]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        logits = run_logits(clf, pixels, flip)
-        times.append(time.perf_counter() - t0)
-    return TimedLogits(logits, float(np.median(times)))
+        for i, flip in enumerate((False, True)):
+            t0 = time.perf_counter()
+            out[i] = run_logits(clf, pixels, flip)
+            times[i].append(time.perf_counter() - t0)
+    return out[0], out[1], float(np.median(times[0])), float(np.median(times[1]))
 
 
 def check_card_matches(card) -> None:
@@ -125,7 +121,7 @@ def evaluate_exported(model: str | os.PathLike, data: str | os.PathLike, unknown
     unknown species, the review rates and precision at the card's threshold."""
     from sorter.card import find_model, read_card
 
-    from .calibrate import ece_of
+    from .evaluate import ece_of
 
     card = read_card(find_model(str(model)))
     check_card_matches(card)

@@ -1,8 +1,8 @@
 import numpy as np
 
 from sorter.scores import calibrated_probs
-from trainer.calibrate import calibrate, ece_of, fit_temperature, nll
-from trainer.evaluate import expected_calibration_error
+from trainer.calibrate import calibrate, fit_temperature, nll
+from trainer.evaluate import ece_of, expected_calibration_error
 
 
 def overconfident(n=4000, k=5, true_t=2.5, seed=0):
