@@ -28,8 +28,8 @@ from .export import ExportOptions, export_run
               help="Share of unknown species in an inbox, used to weight the unknown photos.")
 @click.option("--target-precision", type=float, default=0.98, show_default=True,
               help="The recommended review threshold is the lowest that reaches this precision.")
-@click.option("--score", default="max_logit", show_default=True,
-              help="Open-set score the sorter thresholds (msp, max_logit, energy).")
+@click.option("--score", default="msp", show_default=True,
+              help="Open-set score the sorter thresholds (msp: calibrated softmax confidence, max_logit, energy).")
 @click.option("--int8", "int8", is_flag=True, help="Also write OUT/NAME.int8.onnx (static QDQ quantization), measured.")
 @click.option("--int8-only", is_flag=True, help="Ship only the int8 graph, as OUT/NAME.onnx (measured, then described by the card).")
 @click.option("--quant-format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True,

@@ -65,7 +65,7 @@ class ExportOptions:
     unknown: Path | None = None         # photos of species the model does not know (review curve)
     unknown_share: float = 0.1          # share of unknown species in an inbox
     target_precision: float = 0.98      # the recommended threshold reaches this precision
-    score: str = "max_logit"            # open-set score (sorter.scores.SCORES)
+    score: str = "msp"                  # open-set score (sorter.scores.SCORES), with the fitted temperature
     int8: bool = False                  # also write NAME.int8.onnx, measured against fp32
     int8_only: bool = False             # ship the int8 graph as NAME.onnx (no fp32 file)
     quant_format: str = "qdq"           # qdq | qoperator

@@ -14,7 +14,7 @@ import numpy as np
 
 from sorter.card import sha256_file
 from sorter.classify import Classifier
-from sorter.scores import score
+from sorter.scores import SCORES, score
 
 from . import onnx_eval
 from .openset import choose_threshold, held_out_estimate, review_curve, thin
@@ -39,6 +39,8 @@ def open_set_section(opts, val_logits: np.ndarray, labels: np.ndarray, unk_logit
         "unknown_source": str(opts.unknown) if opts.unknown else None,
         "curve": [q.card() for q in thin(curve, CURVE_POINTS)],
     }
+    if unknown is not None:
+        section["compared"] = compare_scores(val_logits, correct, unk_logits, temperature, opts)
     if unknown is not None and unk_groups and len(set(unk_groups)) > 1:
         section["held_out"] = held_out_estimate(known, correct, unknown, unk_groups, opts.unknown_share,
                                                 opts.target_precision)
@@ -51,6 +53,19 @@ def open_set_section(opts, val_logits: np.ndarray, labels: np.ndarray, unk_logit
         line += (f"; unknown species held out in turn: review {h['review_known']:.1%} known, "
                  f"{h['review_unknown']:.1%} unknown, precision {h['precision']:.2%}")
     return section, line
+
+
+def compare_scores(val_logits: np.ndarray, correct: np.ndarray, unk_logits: np.ndarray, temperature: float,
+                   opts) -> dict:
+    """Every score in sorter.scores at its own recommended threshold, so the card shows why its score
+    was chosen: {score: {review_known, review_unknown, precision, target_met}}."""
+    out = {}
+    for name in SCORES:
+        curve = review_curve(score(name, val_logits, temperature), correct, score(name, unk_logits, temperature),
+                             opts.unknown_share)
+        choice = choose_threshold(curve, opts.target_precision)
+        out[name] = {**choice.point.card(), "target_met": choice.met}
+    return out
 
 
 def tta_section(clf: Classifier, val_px: np.ndarray, labels: np.ndarray, opts, unk_px: np.ndarray | None,

@@ -80,7 +80,8 @@ def test_export_writes_a_checked_model_and_card(tmp_path, dataset, run, shared_d
     assert card.onnx["input"] == "image" and card.onnx["output"] == "logits"
     assert card.calibration["temperature"] > 0 and "ece_after" in card.calibration
     o = card.open_set
-    assert o["score"] == "max_logit" and o["unknown_photos"] == 4 and o["known_photos"] == 9
+    assert o["score"] == "msp" and o["unknown_photos"] == 4 and o["known_photos"] == 9
+    assert set(o["compared"]) == {"msp", "max_logit", "energy"} and o["compared"]["msp"]["threshold"] == o["threshold"]
     assert {"threshold", "review_known", "review_unknown", "precision"} <= set(o["curve"][0])
     assert card.provenance["weights"] == "none" and card.provenance["commit"] and card.provenance["date"]
     assert card.tta["time_factor"] > 1
