@@ -21,7 +21,8 @@ Schema (version 1), keys in order:
                       review when score < threshold. curve: [{threshold, review_known, review_unknown,
                       precision}] ascending in threshold, the points the threshold was chosen from
                       (precision counts unknown-species photos filed anywhere as wrong, weighted to
-                      unknown_share of the inbox). Also: target_met, at_threshold (the chosen point),
+                      unknown_share of the inbox). Also: target_met, at_threshold (the chosen curve point;
+                      threshold itself lies halfway from it to the next lower observed score),
                       known_photos, unknown_photos, unknown_source, held_out (leave-one-unknown-
                       species-out estimate of the same figures)
     tta               optional {flip: bool (recommended), combine, top1, top1_flip, top1_gain,

@@ -17,7 +17,7 @@ from sorter.classify import Classifier
 from sorter.scores import SCORES, score
 
 from . import onnx_eval
-from .openset import choose_threshold, held_out_estimate, review_curve, thin
+from .openset import between, choose_threshold, held_out_estimate, review_curve, thin
 from .quantize import compare_speed, quantize_int8, session
 
 CURVE_POINTS = 400  # at most this many curve points are kept in the card
@@ -32,7 +32,7 @@ def open_set_section(opts, val_logits: np.ndarray, labels: np.ndarray, unk_logit
     choice = choose_threshold(curve, opts.target_precision)
     p = choice.point
     section = {
-        "score": opts.score, "threshold": round(p.threshold, 6), "target_precision": opts.target_precision,
+        "score": opts.score, "threshold": between(curve, p), "target_precision": opts.target_precision,
         "unknown_share": opts.unknown_share if unknown is not None else 0.0, "target_met": choice.met,
         "at_threshold": p.card(), "known_photos": int(len(known)),
         "unknown_photos": int(len(unknown)) if unknown is not None else 0,
@@ -64,7 +64,7 @@ def compare_scores(val_logits: np.ndarray, correct: np.ndarray, unk_logits: np.n
         curve = review_curve(score(name, val_logits, temperature), correct, score(name, unk_logits, temperature),
                              opts.unknown_share)
         choice = choose_threshold(curve, opts.target_precision)
-        out[name] = {**choice.point.card(), "target_met": choice.met}
+        out[name] = {**choice.point.card(), "threshold": between(curve, choice.point), "target_met": choice.met}
     return out
 
 
@@ -83,7 +83,7 @@ def tta_section(clf: Classifier, val_px: np.ndarray, labels: np.ndarray, opts, u
         curve = review_curve(score(opts.score, both, temperature), both.argmax(1) == labels,
                              score(opts.score, unk, temperature), opts.unknown_share)
         choice = choose_threshold(curve, opts.target_precision)
-        section["open_set"] = {"threshold": round(choice.point.threshold, 6), "target_met": choice.met,
+        section["open_set"] = {"threshold": between(curve, choice.point), "target_met": choice.met,
                                "at_threshold": choice.point.card()}
     line = (f"flip TTA: top-1 {top1:.2%} -> {top1_tta:.2%} ({top1_tta - top1:+.2%}) for "
             f"{section['time_factor']:.2f}x the time; {'recommended' if section['flip'] else 'off by default'}")

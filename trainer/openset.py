@@ -74,6 +74,14 @@ def choose_threshold(curve: list[CurvePoint], target_precision: float) -> Choice
     return Choice(max(curve, key=lambda p: (p.precision, -p.review_known)), False)
 
 
+def between(curve: list[CurvePoint], point: CurvePoint) -> float:
+    """A threshold that makes the same decisions as `point` on the measured photos, but sits halfway
+    to the next lower observed score, so that rounding or tiny numerical differences (float32 vs int8
+    kernels, another onnxruntime) do not flip the photos on the edge."""
+    i = curve.index(point)
+    return point.threshold if i == 0 else (curve[i - 1].threshold + point.threshold) / 2.0
+
+
 def point_at(curve: list[CurvePoint], threshold: float) -> CurvePoint:
     """The curve's point for a given threshold (the first with threshold >= the given one)."""
     for p in curve:

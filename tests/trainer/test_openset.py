@@ -90,3 +90,17 @@ def test_held_out_estimate_measures_each_species_with_a_threshold_chosen_without
     # choosing against easy unknowns only, the hard ones break the precision target: the estimate shows it
     assert est["per_species"]["hard"]["precision"] < 0.97
     assert est["review_unknown"] == pytest.approx(np.mean([v["review_unknown"] for v in est["per_species"].values()]), abs=1e-4)
+
+
+def test_recommended_threshold_sits_between_observed_scores_with_the_same_decisions():
+    from trainer.openset import between
+
+    known = np.array([0.2, 0.5, 0.9, 0.95])
+    correct = np.array([False, True, True, True])
+    curve = review_curve(known, correct, np.array([0.3]), unknown_share=0.1)
+    p = choose_threshold(curve, 0.99).point
+    assert p.threshold == 0.5
+    t = between(curve, p)
+    assert 0.3 < t < 0.5  # halfway to the next lower score (the unknown photo's 0.3)
+    assert ((known >= t) == (known >= p.threshold)).all() and not 0.3 >= t
+    assert between(curve, curve[0]) == curve[0].threshold
