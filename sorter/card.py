@@ -11,10 +11,13 @@ Schema (version 1), keys in order:
     input             {resize, crop, color: "RGB", dtype: "uint8", layout: "NCHW", mean, std}
                       resize = shorter side in pixels, then centre crop to crop x crop; mean/std are
                       already applied inside the graph (recorded for reference only)
-    onnx              {file, sha256, input, output, opset}
+    onnx              {file, sha256, input, output, opset, precision: fp32|int8, fp32_sha256 (int8 only)}
     int8              optional {file, sha256, top1_fp32, top1_int8, speedup, ...}: a quantized copy
                       beside the fp32 model; also format (qdq|qoperator), top1_change, agreement (share
-                      of photos with the fp32 top-1), fp32_ms/int8_ms per batch, tried formats
+                      of photos with the fp32 top-1), fp32_ms/int8_ms per batch, tried formats, and
+                      open_set {threshold, target_met, at_threshold}: the threshold to use with the int8
+                      copy. When onnx.precision is "int8" the shipped model is the int8 one (int8.file ==
+                      onnx.file) and every other section was measured on it
     calibration       {temperature, ece_before, ece_after, nll_before, nll_after, method}
     open_set          {score, threshold, unknown_share, curve: [...], target_precision, ...}
                       score names a function in sorter.scores of (logits, temperature); a photo goes to

@@ -39,7 +39,7 @@ from sorter.scores import SCORES, calibrated_probs, score
 from . import onnx_eval
 from .calibrate import calibrate
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .export_sections import int8_section, open_set_section, tta_section
+from .export_sections import int8_open_set, int8_section, open_set_section, tta_section
 from .data import data_fingerprint, discover
 from .model import MEAN, STD
 from .device import Machine
@@ -230,6 +230,8 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
         # 6. flip TTA, measured
         card.tta, summary = tta_section(clf, val_px, labels, opts, unk_px, cal.temperature)
         lines.append(summary)
+        if opts.int8 and not opts.int8_only:  # the int8 copy gets its own threshold
+            card.int8["open_set"] = int8_open_set(int8_tmp, val_px, labels, unk_px, cal.temperature, opts)
 
         card.provenance = {
             "checkpoint": str(Path(run)), "data": str(Path(data)),

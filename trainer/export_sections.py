@@ -130,3 +130,21 @@ def int8_section(fp32: Path, out: Path, ds, resize: int, crop: int, val_px: np.n
             f"(median of {speed.repeats}, batch {speed.batch}: fp32 {speed.fp32_s * 1e3:.0f} ms, int8 "
             f"{speed.int8_s * 1e3:.0f} ms)" + ("" if len(tried) == 1 else f"; tried {tried}"))
     return section, line
+
+
+def int8_open_set(int8: Path, val_px: np.ndarray, labels: np.ndarray, unk_px: np.ndarray | None,
+                  temperature: float, opts) -> dict:
+    """The int8 copy's own recommended threshold (its scores differ slightly from the fp32 model's), with
+    the card's temperature: {threshold, target_met, at_threshold}."""
+    sess = session(int8)
+
+    def logits(px: np.ndarray) -> np.ndarray:
+        return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(px[i:i + 32].transpose(0, 3, 1, 2))})[0]
+                               for i in range(0, len(px), 32)]).astype(np.float64)
+
+    lv = logits(val_px)
+    lu = logits(unk_px) if unk_px is not None and len(unk_px) else None
+    curve = review_curve(score(opts.score, lv, temperature), lv.argmax(1) == labels,
+                         score(opts.score, lu, temperature) if lu is not None else None, opts.unknown_share)
+    choice = choose_threshold(curve, opts.target_precision)
+    return {"threshold": between(curve, choice.point), "target_met": choice.met, "at_threshold": choice.point.card()}

@@ -173,6 +173,7 @@ def test_int8_export_runs_on_a_small_model(tmp_path, dataset, run):
     i8 = card.int8
     assert i8["file"] == "m.int8.onnx" and i8["format"] in ("qdq", "qoperator") and i8["speedup"] > 0
     assert i8["calibration_photos"] == 6 and 0 <= i8["agreement"] <= 1
+    assert 0 < i8["open_set"]["threshold"] <= 1 and "at_threshold" in i8["open_set"]
     from sorter.card import verify_model
     verify_model(card, "int8")
     model = onnx.load(tmp_path / "exports" / "m.int8.onnx")
