@@ -14,6 +14,7 @@ from .data import LoadedData, load_dataset
 from .device import Machine, pick_machine
 from .evaluate import evaluate_checkpoint
 from .loop import Fit, FitResult
+from .model import load_state_dict_file
 from .plots import plot_history
 from .rundir import new_run_dir, write_config
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def load_data(cfg: TrainerConfig, root) -> LoadedData:
+    """Decode the dataset once (a bad --weights PATH is refused first, before minutes of decoding)."""
+    if cfg.weights not in ("imagenet", "none"):
+        load_state_dict_file(cfg.weights)
     return load_dataset(root, cfg.resize, cfg.crop, cfg.val_fraction, cfg.seed, cfg.cache_dir,
                         cfg.decode_workers, cfg.others, cfg.others_max)
 
