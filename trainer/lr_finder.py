@@ -29,7 +29,7 @@ class LRFindResult:
     lrs: list[float]                 # learning rate of each step (head group)
     losses: list[float]              # raw mini-batch loss of each step
     smoothed: list[float]            # debiased exponential moving average of `losses` (online: stopping)
-    curve: list[float] = field(default_factory=list)  # zero-lag smoothing of `losses` (the rules read this)
+    curve: list[float] = field(default_factory=list)  # robust zero-lag smoothing of `losses` (the rules read this)
     suggestions: dict[str, float] = field(default_factory=dict)  # rule name -> suggested LR
     rule: str = "valley"             # the rule whose suggestion is used
 
@@ -53,14 +53,26 @@ def smooth(losses: list[float], beta: float) -> list[float]:
 
 
 def centered(losses: list[float], beta: float) -> list[float]:
-    """Zero-lag smoothing: the mean of a forward and a backward debiased EMA.
-
-    The online EMA lags the raw loss by about 1/(1-beta) steps (20 at 0.95: more than a decade of LR
-    in a 100-step sweep), which moves every feature of the curve, and so every suggestion, to higher
-    LRs. The forward-backward average is symmetric, so the valley and the minimum stay where they are."""
+    """Zero-lag smoothing: the mean of a forward and a backward debiased EMA."""
     forward = smooth(losses, beta)
     backward = smooth(losses[::-1], beta)[::-1]
     return [(a + b) / 2 for a, b in zip(forward, backward)]
+
+
+def robust_curve(losses: list[float]) -> list[float]:
+    """The curve the rules read: a running median (window ~1/8 of the sweep) then a zero-lag EMA.
+
+    The online EMA lags the raw loss by about 1/(1-beta) steps (20 at 0.95: more than a decade of LR in
+    a short sweep), which moves the valley and the minimum, and so every suggestion, to higher LRs. A
+    whole-network sweep on augmented batches is also spiky; the median drops the spikes, and unlike a
+    wide average it does not drag the blow-up at the end backwards into the minimum."""
+    n = len(losses)
+    k = max(3, (n // 8) | 1)
+    h = k // 2
+    a = np.asarray(losses, float)
+    a = np.where(np.isfinite(a), a, np.nanmax(np.where(np.isfinite(a), a, np.nan)) if np.isfinite(a).any() else 0)
+    med = [float(np.median(a[max(0, i - h):i + h + 1])) for i in range(n)]
+    return centered(med, 1 - 2 / (k + 1))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -181,15 +193,10 @@ def lr_range_test(
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(opt_state)
-    # the rules read the zero-lag curve up to where it diverged, without its diverging tail
-    # zero-lag smoothing, its window capped at a tenth of the sweep (short sweeps would be blurred flat)
-    curve = centered(losses, min(smoothing, 1 - 4 / max(len(losses), 8))) if losses else []
-    cut = len(curve)
-    while cut > 1 and (not math.isfinite(curve[cut - 1]) or curve[cut - 1] > 2 * min(curve[:cut])):
-        cut -= 1
+    curve = robust_curve(losses) if losses else []
     result = LRFindResult(lrs, losses, smoothed, curve, rule=rule)
     for name in RULES:
-        result.suggestions[name] = suggest(lrs[:cut], curve[:cut], name, min_lr, max_lr)
+        result.suggestions[name] = suggest(lrs, curve, name, min_lr, max_lr)
     return result
 
 

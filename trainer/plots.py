@@ -32,7 +32,7 @@ def plot_lr_find(result, path, title: str = "LR range test") -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(lrs, raw, color="0.75", lw=1, label="loss (per batch)")
     ax.plot(lrs, result.smoothed, color="tab:blue", lw=1, ls=":", label="online EMA (stopping rule)")
-    ax.plot(lrs, sm, color="tab:blue", lw=2, label="zero-lag smoothed loss (rules)")
+    ax.plot(lrs, sm, color="tab:blue", lw=2, label="median + zero-lag smoothed (rules)")
     ax.set_xscale("log")
     finite = sm[np.isfinite(sm)]
     if len(finite):

@@ -46,7 +46,7 @@ def fit(cfg: TrainerConfig, root, out=None, resume=None, data: LoadedData | None
     run_dir = new_run_dir(out)
     write_config(dataclasses.asdict(cfg), {"data": str(root), "device": str(machine.device),
                                            "precision": machine.precision}, run_dir / "config.json")
-    trainer = Fit(cfg, data, machine, run_dir, progress)
+    trainer = Fit(cfg, data, machine, run_dir, progress, t0)
     if resume is not None:
         trainer.load_resume(Path(resume))
     result = trainer.run(stop_after)
