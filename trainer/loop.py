@@ -29,7 +29,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from tqdm import tqdm
 
-from .augment import augment, center, to_tensor
+from .augment import augment, center, normalize, to_tensor
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainerConfig
 from .data import LoadedData
@@ -375,8 +375,6 @@ class Fit:
 @torch.no_grad()
 def predict_features_eval(model: nn.Module, pixels: np.ndarray, machine: Machine, batch: int) -> torch.Tensor:
     """Features of eval pixels (already the eval crop): what `fc` sees at evaluation time."""
-    from .augment import normalize
-
     model.eval()
     out = [pooled_features(model, normalize(to_tensor(pixels[i:i + batch], machine.device)), machine).cpu()
            for i in range(0, len(pixels), batch)]
