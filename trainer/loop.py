@@ -29,7 +29,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from tqdm import tqdm
 
-from .augment import augment, center, to_tensor
+from .augment import augment, center, normalize, to_tensor
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainerConfig
 from .data import LoadedData
@@ -124,8 +124,9 @@ class Fit:
     """One training run. `run()` does both stages; state lives here between epochs."""
 
     def __init__(self, cfg: TrainerConfig, data: LoadedData, machine: Machine, run_dir: Path,
-                 progress: bool = True):
+                 progress: bool = True, t0: float | None = None):
         self.cfg, self.data, self.machine, self.run_dir, self.progress = cfg, data, machine, run_dir, progress
+        self.t0 = time.perf_counter() if t0 is None else t0  # "elapsed" in the history counts from here
         torch.manual_seed(cfg.seed)
         self.model = build_model(len(data.classes), cfg.weights).to(machine.device, memory_format=torch.channels_last)
         self.history: list[dict[str, Any]] = []
@@ -215,7 +216,7 @@ class Fit:
             row = {"stage": stage, "epoch": epoch + 1, "lr": opt.param_groups[-1]["lr"],
                    "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                    "val_loss": val_loss, "val_acc": val_acc, "seconds": seconds,
-                   "images_per_s": seen / max(seconds, 1e-9)}
+                   "images_per_s": seen / max(seconds, 1e-9), "elapsed": time.perf_counter() - self.t0}
             self.history.append(row)
             log.info("%s epoch %d/%d: train loss %.3f acc %.3f, val loss %.3f acc %.3f, %.1fs", stage,
                      epoch + 1, epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, seconds)
@@ -374,8 +375,6 @@ class Fit:
 @torch.no_grad()
 def predict_features_eval(model: nn.Module, pixels: np.ndarray, machine: Machine, batch: int) -> torch.Tensor:
     """Features of eval pixels (already the eval crop): what `fc` sees at evaluation time."""
-    from .augment import normalize
-
     model.eval()
     out = [pooled_features(model, normalize(to_tensor(pixels[i:i + batch], machine.device)), machine).cpu()
            for i in range(0, len(pixels), batch)]

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 MARKERS = {"valley": ("o", "tab:red"), "steep": ("s", "tab:green"), "minimum": ("^", "tab:purple")}
@@ -27,10 +28,11 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 def plot_lr_find(result, path, title: str = "LR range test") -> Path:
     """Raw and smoothed loss against LR (log scale), each rule's suggestion marked; the chosen one bold."""
-    lrs, raw, sm = np.asarray(result.lrs), np.asarray(result.losses), np.asarray(result.smoothed)
+    lrs, raw, sm = np.asarray(result.lrs), np.asarray(result.losses), np.asarray(result.curve)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(lrs, raw, color="0.75", lw=1, label="loss (per batch)")
-    ax.plot(lrs, sm, color="tab:blue", lw=2, label="smoothed loss")
+    ax.plot(lrs, result.smoothed, color="tab:blue", lw=1, ls=":", label="online EMA (stopping rule)")
+    ax.plot(lrs, sm, color="tab:blue", lw=2, label="median + zero-lag smoothed (rules)")
     ax.set_xscale("log")
     finite = sm[np.isfinite(sm)]
     if len(finite):
@@ -57,22 +59,24 @@ def plot_lr_find(result, path, title: str = "LR range test") -> Path:
 def plot_history(history: list[dict[str, Any]], path) -> Path:
     """Loss and accuracy per epoch over both stages, train and val, with the stage boundary marked."""
     x = np.arange(1, len(history) + 1)
+    heads = sum(1 for r in history if r["stage"] == "head")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for key, ax, label in (("loss", a1, "loss"), ("acc", a2, "top-1 accuracy")):
         ax.plot(x, [float(r[f"train_{key}"]) for r in history], "o-", label=f"train {label}", ms=4)
         ax.plot(x, [float(r[f"val_{key}"]) for r in history], "s-", label=f"val {label}", ms=4)
-        heads = sum(1 for r in history if r["stage"] == "head")
         if 0 < heads < len(history):
             ax.axvline(heads + 0.5, color="0.5", ls="--", lw=1)
-            ax.text(heads + 0.6, ax.get_ylim()[1], " whole network", va="top", fontsize=8, color="0.4")
-            ax.text(heads + 0.4, ax.get_ylim()[1], "head only ", va="top", ha="right", fontsize=8, color="0.4")
+            top = ax.get_xaxis_transform()  # x in data units, y in axes units
+            ax.text(heads + 0.4, 0.98, "head only ", transform=top, va="top", ha="right", fontsize=8, color="0.4")
+            ax.text(heads + 0.6, 0.98, " whole network", transform=top, va="top", fontsize=8, color="0.4")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=9, loc="center right")
-    a2.set_ylim(top=1.0)
-    fig.suptitle("training history (train metrics are on augmented batches, label smoothing included in loss)",
-                 fontsize=9)
+    a1.legend(fontsize=9, loc="lower left")
+    a2.legend(fontsize=9, loc="lower right")
+    a2.set_ylim(min(0.0 + a2.get_ylim()[0], 1.0), 1.0)
+    fig.suptitle("training history (train figures: augmented batches, loss with label smoothing)", fontsize=9)
     return _save(fig, path)
 
 
@@ -113,5 +117,5 @@ def plot_mistakes(images: list[np.ndarray], captions: list[str], path, title: st
         ax.imshow(img)
         ax.set_title(cap, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)

@@ -13,7 +13,7 @@ from typing import Any
 from .evaluate import write_json
 
 HISTORY_FIELDS = ["stage", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
-                  "images_per_s"]
+                  "images_per_s", "elapsed"]
 
 
 def new_run_dir(out: str | os.PathLike | None, base: str | os.PathLike = "runs") -> Path:

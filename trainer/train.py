@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from .data import LoadedData, load_dataset
 from .device import Machine, pick_machine
 from .evaluate import evaluate_checkpoint
 from .loop import Fit, FitResult
+from .model import load_state_dict_file
 from .plots import plot_history
 from .rundir import new_run_dir, write_config
 
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def load_data(cfg: TrainerConfig, root) -> LoadedData:
+    """Decode the dataset once (a bad --weights PATH is refused first, before minutes of decoding)."""
+    if cfg.weights not in ("imagenet", "none"):
+        load_state_dict_file(cfg.weights)
     return load_dataset(root, cfg.resize, cfg.crop, cfg.val_fraction, cfg.seed, cfg.cache_dir,
                         cfg.decode_workers, cfg.others, cfg.others_max)
 
@@ -42,7 +45,7 @@ def fit(cfg: TrainerConfig, root, out=None, resume=None, data: LoadedData | None
     run_dir = new_run_dir(out)
     write_config(dataclasses.asdict(cfg), {"data": str(root), "device": str(machine.device),
                                            "precision": machine.precision}, run_dir / "config.json")
-    trainer = Fit(cfg, data, machine, run_dir, progress)
+    trainer = Fit(cfg, data, machine, run_dir, progress, t0)
     if resume is not None:
         trainer.load_resume(Path(resume))
     result = trainer.run(stop_after)

@@ -20,6 +20,6 @@ def tiny_tree(root: Path, classes=("alpha", "beta", "gamma"), n: int = 8, split:
 
 def tiny_config(**changes) -> TrainerConfig:
     cfg = TrainerConfig(resize=40, crop=32, weights="none", batch_size=8, head_epochs=1, epochs=2,
-                        precision="fp32", device="cpu", cache_dir=None, decode_workers=2,
+                        precision="fp32", device="cpu", threads=1, cache_dir=None, decode_workers=2,
                         lr_find=LRFindConfig(iterations=8, head_iterations=12))
     return dataclasses.replace(cfg, **changes)

@@ -119,3 +119,26 @@ def test_others_add_a_uniform_target_loss(tiny, tmp_path):
                   data=dataclasses.replace(data, others=None), progress=False, evaluate=False)
     # same seed and batches: only the extra loss term differs
     assert with_others.history[0]["train_loss"] != without.history[0]["train_loss"]
+
+
+def test_lr_find_for_the_whole_network_trains_the_head_first(tiny, tmp_path):
+    root, cfg, data = tiny
+    from trainer.train import lr_find
+
+    res = lr_find(cfg, root, tmp_path / "lr", "full", data=data, progress=False)
+    assert set(res["suggestions"]) == {"valley", "steep", "minimum"}
+    assert all(cfg.lr_find.min_lr <= v <= cfg.lr_find.max_lr for v in res["suggestions"].values())
+    assert (tmp_path / "lr" / "lr_find_head.png").is_file() and (tmp_path / "lr" / "lr_find_full.csv").is_file()
+    assert not (tmp_path / "lr" / "best.pt").exists()  # the head training there is not a run
+
+
+def test_evaluate_on_the_training_folder_scores_only_its_held_out_split(tmp_path):
+    from trainer.evaluate import evaluate_checkpoint
+
+    root = tiny_tree(tmp_path / "flat", n=10)
+    cfg = dataclasses.replace(tiny_config(), head_lr=0.01, lr=0.01, epochs=1)
+    fit(cfg, root, tmp_path / "run", progress=False, evaluate=False)
+    m = evaluate_checkpoint(tmp_path / "run", root, tmp_path / "eval", pick_machine("cpu", "fp32"))
+    assert m["n"] == 6  # the 20% held out, not all 30 photos
+    other = tiny_tree(tmp_path / "other", n=3)  # a different folder with the same classes: all photos
+    assert evaluate_checkpoint(tmp_path / "run", other, tmp_path / "eval2", pick_machine("cpu", "fp32"))["n"] == 9
