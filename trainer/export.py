@@ -92,6 +92,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def check_targets(opts: ExportOptions) -> tuple[Path, Path]:
     """exports/NAME.onnx and NAME.json, refusing names that are unsafe or would overwrite a model."""
     if not NAME_RE.match(opts.name) or opts.name.endswith((".onnx", ".json")):
@@ -250,7 +255,9 @@ def export_run(run: str | os.PathLike, opts: ExportOptions) -> ExportResult:
         plot_path = opts.out / f"{opts.name}.review.png"
         plot_review_curve(card.open_set, tmp / plot_path.name, title=f"{opts.name}: review curve")
 
-        # 7. into place: models first, the card last
+        # 7. into place: models first, the card last (each file on disk before its rename)
+        for f in tmp.iterdir():
+            fsync_file(f)
         os.replace(tmp / onnx_path.name, onnx_path)
         if opts.int8 and not opts.int8_only:
             os.replace(int8_tmp, opts.out / int8_tmp.name)
