@@ -11,13 +11,31 @@ Schema (version 1), keys in order:
     input             {resize, crop, color: "RGB", dtype: "uint8", layout: "NCHW", mean, std}
                       resize = shorter side in pixels, then centre crop to crop x crop; mean/std are
                       already applied inside the graph (recorded for reference only)
-    onnx              {file, sha256, input, output, opset}
-    int8              optional {file, sha256, top1_fp32, top1_int8, speedup}
-    calibration       {temperature, ece_before, ece_after}
-    open_set          {score, threshold, unknown_share, curve: [...], target_precision}
-    tta               optional {flip: bool, top1_gain, time_factor}
-    metrics           validation metrics (top1, per_class_recall, ece, ...)
-    provenance        {data_fingerprint, weights, command, commit, date}
+    onnx              {file, sha256, input, output, opset, precision: fp32|int8, fp32_sha256 (int8 only)}
+    int8              optional {file, sha256, top1_fp32, top1_int8, speedup, ...}: a quantized copy
+                      beside the fp32 model; also format (qdq|qoperator), top1_change, agreement (share
+                      of photos with the fp32 top-1), fp32_ms/int8_ms per batch, tried formats, and
+                      open_set {threshold, target_met, at_threshold}: the threshold to use with the int8
+                      copy. When onnx.precision is "int8" the shipped model is the int8 one (int8.file ==
+                      onnx.file) and every other section was measured on it
+    calibration       {temperature, ece_before, ece_after, nll_before, nll_after, method}
+    open_set          {score, threshold, unknown_share, curve: [...], target_precision, ...}
+                      score names a function in sorter.scores of (logits, temperature); a photo goes to
+                      review when score < threshold. curve: [{threshold, review_known, review_unknown,
+                      precision}] ascending in threshold, the points the threshold was chosen from
+                      (precision counts unknown-species photos filed anywhere as wrong, weighted to
+                      unknown_share of the inbox). Also: target_met, at_threshold (the chosen curve point;
+                      threshold itself lies halfway from it to the next lower observed score),
+                      known_photos, unknown_photos, unknown_source, held_out (leave-one-unknown-
+                      species-out estimate of the same figures)
+    tta               optional {flip: bool (recommended), combine, top1, top1_flip, top1_gain,
+                      time_factor, open_set: {threshold, target_met, at_threshold}}: with flip TTA the
+                      logits are the mean of the photo's and its mirror image's, and the threshold is
+                      tta.open_set.threshold
+    metrics           validation metrics (top1, per_class_recall, per_class_precision, ece, photos, split)
+    provenance        {data_fingerprint, weights, command, commit, date, ...}
+
+Keys may gain sub-keys within version 1; readers ignore what they do not know.
 """
 
 from __future__ import annotations
