@@ -82,7 +82,8 @@ def lr_find_cmd(data, config_path, out, stage, rule, **flags) -> None:
 @click.option("--head-epochs", type=int, help="Head-only epochs on the frozen backbone (stage 1).")
 @click.option("--lr", type=float, help="Stage 2 peak LR (default: LR finder).")
 @click.option("--head-lr", type=float, help="Stage 1 peak LR (default: LR finder).")
-@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="Continue the interrupted run in this folder (with its own config; other flags are ignored).")
 def fit_cmd(data, config_path, out, resume, **flags) -> None:
     """Fine-tune on DATA (root/<class>/* or root/{train,val}/<class>/*) into a run folder."""
     from .train import fit

@@ -78,7 +78,8 @@ def metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(cm.sum(0) > 0, tp / cm.sum(0), np.nan)
         recall = np.where(cm.sum(1) > 0, tp / cm.sum(1), np.nan)
-    nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else float("nan")
+    p_true = probs[np.arange(len(labels)), labels]
+    nll = float(-np.log(np.clip(p_true, 1e-12, None)).mean()) if len(labels) else float("nan")
     return {
         "n": int(len(labels)),
         "top1": float((preds == labels).mean()) if len(labels) else float("nan"),

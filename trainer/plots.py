@@ -108,7 +108,7 @@ def plot_mistakes(images: list[np.ndarray], captions: list[str], path, title: st
     n = max(len(images), 1)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.7 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     if not images:
@@ -117,5 +117,4 @@ def plot_mistakes(images: list[np.ndarray], captions: list[str], path, title: st
         ax.imshow(img)
         ax.set_title(cap, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)
