@@ -16,7 +16,7 @@ Measured in the same run, trials interleaved, medians reported:
       else the classify pipeline over the inbox: scan, decode pool, batched onnxruntime); wall time of the
       whole process (start-up and model loading included) and its peak resident memory;
   (b) baseline: full-resolution Pillow decode, resize, centre crop, one photo at a time through
-      onnxruntime (fp32 model, default session options);
+      onnxruntime (fp32 model, default session options except that idle threads do not spin);
   (c) the bound: c1 = the sorter's decode path alone on all cores, c2 = onnxruntime alone on ready tensors
       at the sorter's batch size (same model and settings as (a)), ideal = 1 / (1/c1 + 1/c2).
 """
@@ -251,7 +251,9 @@ def run_b(model_path: Path, files: list[Path], resize: int, crop: int) -> tuple[
 
     from sorter.scores import softmax
 
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()  # defaults, except that idle threads sleep: spinning between single-photo
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # runs would only burn CPU
+    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     logits = []
     t0, cpu0 = time.perf_counter(), time.process_time()
