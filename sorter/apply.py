@@ -3,7 +3,8 @@
 For each group: check that no file changed since it was hashed, choose destination names (a collision
 gets a suffix, `IMG_1 (2)`, the same for every sibling so the group stays recognisable), prepare the
 XMP keywords (merged into the group's own sidecars, or a new `<stem>.xmp`; a merged sidecar's original is
-kept in .sorter/backups/ so that undo restores it exactly), then run it all as one transaction.
+kept in .sorter/backups/ so that undo restores it exactly): one transaction per group. A batch's
+transactions run as one group commit (txn.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .library import Library
 from .move import move_step, put_step
 from .plan import Decision
 from .report import Row, Sinks, format_top3
+from .scan import stem_of
 from .sidecar import SidecarError, merge_sidecar, new_sidecar
 from .txn import Transactions, new_txn
 
@@ -25,17 +27,25 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def free_stem(ops: FileOps, folder: Path, stem: str, names: list[str], extra: list[str] = ()) -> str:
-    """The first of `stem`, `stem (2)`, `stem (3)`... under which every sibling name is free in `folder`.
-
-    `names` are the group's file names (each starts with `stem`); `extra` are further suffixes the
-    group will need (e.g. ".xmp" for a sidecar we create)."""
+def free_names(ops: FileOps, folder: Path, files: list[Path], stem: str, extra: list[str] = (),
+               reserved: set[Path] | None = None) -> tuple[dict[Path, Path], str]:
+    """Destinations in `folder` for a group's files under the first free tag: `IMG_1.JPG`, else
+    `IMG_1 (2).JPG`, `IMG_1 (3).JPG`... the same tag for every sibling, each keeping its own name
+    otherwise. `extra`: suffixes of files the group will gain (".xmp" for a sidecar we create), added
+    to `stem`. `reserved`: names promised to earlier groups of the same batch. Returns (destinations,
+    tagged stem)."""
+    reserved = reserved if reserved is not None else set()
     n = 1
     while True:
-        candidate = stem if n == 1 else f"{stem} ({n})"
-        wanted = [candidate + name[len(stem):] for name in names] + [candidate + s for s in extra]
-        if not any(ops.lexists(folder / w) for w in wanted):
-            return candidate
+        tag = "" if n == 1 else f" ({n})"
+        dest = {}
+        for f in files:
+            own = stem_of(f.name) or f.stem
+            dest[f] = folder / (own + tag + f.name[len(own):])
+        wanted = list(dest.values()) + [folder / (stem + tag + s) for s in extra]
+        if not any(w in reserved or ops.lexists(w) for w in wanted):
+            reserved.update(wanted)
+            return dest, stem + tag
         n += 1
 
 
@@ -61,42 +71,53 @@ class Applier:
                 err = f"identical to {d.duplicate_of[f]}"
             out.append(Row(now_iso(), str(f), "", action, d.species, p.confidence if p and d.species else None,
                            format_top3(p.top3) if p else "", hashes.get(f, ""), self.model, err,
-                           size, mtime, False, self.run))
+                           size, mtime, False, self.run, f == d.group.primary))
         return out
 
-    def apply(self, d: Decision, hashes: dict[Path, str]) -> list[Row]:
+    def apply(self, decisions: list[Decision], hashes: dict[Path, str]) -> list[Row]:
+        """Apply a batch: rows for groups left in place at once, then every move as one group commit."""
+        rows: list[Row] = []
+        txns: list[dict] = []
+        reserved: set[Path] = set()
+        for d in decisions:
+            txn, now = self._prepare(d, hashes, reserved)
+            rows += now
+            if txn:
+                txns.append(txn)
+        if rows:
+            self.sinks.record(rows)
+        if txns:
+            rows += self.txns.execute(*txns)
+        return rows
+
+    def _prepare(self, d: Decision, hashes: dict[Path, str], reserved: set[Path]) -> tuple[dict | None, list[Row]]:
+        """(a transaction, []) for a group to file; (None, rows) for one left in place or a dry run."""
         if d.action in ("duplicate", "skipped"):
             rows = self.rows(d, hashes, d.action, d.reason)
             for r in rows:
-                r.remember = True  # not reported again until the file changes
-            self.sinks.record(rows)
-            return rows
+                r.remember = d.action == "duplicate"  # not reported again until it changes; a skip is retried
+            return None, rows
         changed = self._changed(d)
         if changed:
-            rows = self.rows(d, hashes, "skipped", changed)
-            self.sinks.record(rows)
-            return rows
+            return None, self.rows(d, hashes, "skipped", changed)
         folder = self.library.root / d.folder
         group = d.group
         create_xmp = d.action == "moved" and self.write_sidecars and not group.sidecars
-        stem = free_stem(self.ops, folder, group.stem, [f.name for f in group.files], [".xmp"] if create_xmp else [])
-        dest = {f: folder / (stem + f.name[len(group.stem):]) for f in group.files}
+        dest, stem = free_names(self.ops, folder, group.files, group.stem, [".xmp"] if create_xmp else [], reserved)
         rows = self.rows(d, hashes, d.action if self.txns else "dry-run", d.reason)
         for r, f in zip(rows, group.files):
             r.destination = str(dest[f])
             if not self.txns:
                 r.error = "; ".join(filter(None, [f"plan: {d.action}", r.error]))
         if self.txns is None:
-            self.sinks.record(rows)
-            return rows
+            return None, rows
         steps = [move_step(f, dest[f], hashes.get(f) or None) for f in group.photos + group.sidecars]
         sidecars: list[dict] = []
         if d.action == "moved" and self.write_sidecars:
             notes = self._keywords(d, hashes, dest, folder / f"{stem}.xmp", steps, sidecars)
             for r in rows:
                 r.error = "; ".join(filter(None, [r.error] + notes))
-        txn = new_txn("sort", self.run, self.report, steps, rows, sidecars)
-        return self.txns.execute(txn)
+        return new_txn("sort", self.run, self.report, steps, rows, sidecars), []
 
     def _changed(self, d: Decision) -> str:
         for f, (size, mtime) in d.group.stats.items():

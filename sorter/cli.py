@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -14,7 +15,10 @@ from .config import SorterConfig, load_section
 from .daemon import make_trigger, serve, stop_on_signals
 from .errors import ConfigError, UserError
 from .index import Index
+from .journal import Journal
 from .library import STATE, Library
+from .lock import holder as lock_holder
+from .report import ConsoleSink
 from .runner import Runner, RunSettings, RunSummary
 from .undo import undo as undo_report
 
@@ -35,7 +39,8 @@ class Progress:
 
     def start(self, total: int) -> None:
         if self.enabled and total:
-            self.bar = tqdm(total=total, unit="file", desc="sorting", file=sys.stderr, leave=False)
+            # disable=None: no bar when stderr is not a terminal (logs, cron mail)
+            self.bar = tqdm(total=total, unit="file", desc="sorting", file=sys.stderr, leave=False, disable=None)
 
     def step(self, n: int) -> None:
         if self.bar is not None:
@@ -57,7 +62,7 @@ def print_summary(s: RunSummary, library: Path, dry_run: bool) -> None:
     what = "planned" if dry_run else "sorted"
     click.echo(f"{what} {files} file(s) in {s.groups} group(s) in {s.seconds:.1f} s; model {s.model.split('@')[0]}, "
                f"threshold {s.threshold:.4g} ({s.threshold_source})")
-    species = ", ".join(f"{k} {v}" for k, v in s.species.most_common())
+    species = "photos: " + ", ".join(f"{k} {v}" for k, v in s.species.most_common())
     lines = [("moved", species), ("review", str(library / "_review")), ("rejected", str(library / "_rejected")),
              ("duplicate", "left in place"), ("skipped", "left in place"), ("dry-run", "nothing touched")]
     for action, detail in lines:
@@ -106,6 +111,8 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
             raise ConfigError("no library: pass --library LIB or set sorter.library in the config")
         if watch and schedule:
             raise UserError("choose one of --watch and --schedule")
+        if dry_run and (watch or schedule):
+            raise UserError("--dry-run runs once: drop --watch/--schedule")
         cron = cfg.schedule.cron if schedule == FROM_CONFIG else schedule
         if schedule == FROM_CONFIG and not cron:
             raise ConfigError("--schedule without a value needs [sorter.schedule] cron in the config")
@@ -114,14 +121,19 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
                                workers=cfg.workers, int8=cfg.int8, tta=cfg.tta)
         runner = Runner(settings)
         stop = threading.Event()
-        restore = stop_on_signals(stop)
+        restore = stop_on_signals(stop, lambda line: click.echo(line, err=True))
         try:
             if watch or cron:
                 trigger = make_trigger(cfg.schedule.watch_interval, cron, cfg.schedule.timezone)
                 how = f"on schedule {cron!r}" if cron else f"every {cfg.schedule.watch_interval:g} s"
                 click.echo(f"watching {runner.inbox} {how}; Ctrl-C or SIGTERM stops after the current batch")
-                serve(lambda ev: _one(runner, ev, quiet, dry_run, watching=True), trigger, stop,
-                      run_now=not cron, on_error=lambda e: click.echo(f"error: {e}", err=True))
+                try:
+                    serve(lambda ev: _one(runner, ev, quiet, dry_run, watching=True), trigger, stop,
+                          run_now=not cron, on_error=lambda e: click.echo(f"error: {e}", err=True))
+                except KeyboardInterrupt:  # forced: leave the job thread behind (the journal covers it)
+                    click.echo("error: interrupted; nothing was lost, the next run finishes the job", err=True)
+                    sys.stderr.flush()
+                    os._exit(130)
                 click.echo("stopped")
             else:
                 _one(runner, stop, quiet, dry_run)
@@ -130,12 +142,17 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
             runner.close()
     except UserError as e:
         fail(e)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was lost, the next run finishes the job", err=True)
+        sys.exit(130)
 
 
 def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> None:
-    progress = Progress(not quiet)
+    progress = Progress(not quiet and not dry_run)  # a dry run prints its plan line by line instead
     try:
-        summary = runner.run(stop, on_start=progress.start, on_batch=progress.step)
+        plan = [ConsoleSink(click.echo)] if dry_run else []
+        summary = runner.run(stop, on_start=progress.start, on_batch=progress.step, extra_sinks=plan,
+                             wait_for_settling=not watching)
     finally:
         progress.close()
     if watching and not summary.report and not summary.recovered:
@@ -177,11 +194,17 @@ def status(library, runs) -> None:
     index = Index(lib.index, lib.root, readonly=True)
     try:
         counts = index.counts()
-        click.echo(f"library {lib.root}")
+        click.echo(f"library {lib.root} (photos; a RAW+JPEG pair counts once)")
         for species, n in sorted(counts["species"].items()):
             click.echo(f"  {species:30} {n:6}")
         click.echo(f"  {'(review)':30} {counts['actions'].get('review', 0):6}")
         click.echo(f"  {'(rejected)':30} {counts['actions'].get('rejected', 0):6}")
+        who = lock_holder(lib.lock)
+        if who is not None:
+            click.echo(f"a sorter is running now (pid {who.get('pid')} on {who.get('host')}, since {who.get('started')})")
+        pending = Journal(lib.journal).pending()
+        if pending:
+            click.echo(f"{len(pending)} interrupted transaction(s) pending: the next run finishes them")
         click.echo("last runs:")
         for r in index.last_runs(runs):
             c = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())) or "-"

@@ -34,13 +34,21 @@ def make_trigger(interval: float | None = None, cron: str | None = None, timezon
     return IntervalTrigger(seconds=interval, timezone=timezone)
 
 
-def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM and SIGINT set `stop` (main thread only); returns a function restoring the old handlers."""
+def stop_on_signals(stop: threading.Event, notify: Callable[[str], None] | None = None) -> Callable[[], None]:
+    """SIGTERM and SIGINT set `stop` (main thread only): the run finishes its batch. A second signal
+    raises KeyboardInterrupt at once (safe too: the journal lets the next run finish). Returns a
+    function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    old = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        old[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if notify:
+            notify("stopping after the current batch (signal again to stop at once)")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     return lambda: [signal.signal(s, h) for s, h in old.items()]
 
 
@@ -76,7 +84,9 @@ def serve(job: Callable[[threading.Event], object], trigger, stop: threading.Eve
     scheduler.start()
     try:
         stop.wait(duration)
-    finally:
-        stop.set()                       # the running job finishes its batch and returns
-        scheduler.shutdown(wait=True)
+    except KeyboardInterrupt:            # a second signal: do not wait for the batch
+        scheduler.shutdown(wait=False)
+        raise
+    stop.set()                           # the running job finishes its batch and returns
+    scheduler.shutdown(wait=True)
     return runs

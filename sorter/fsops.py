@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+from contextlib import contextmanager
 import hashlib
 import os
 from pathlib import Path
@@ -101,7 +102,13 @@ class FileOps:
     def set_times(self, path: Path, atime_ns: int, mtime_ns: int) -> None:
         os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
 
-    def fsync_dir(self, path: Path) -> None:
+    def fsync_dir(self, path: Path, now: bool = False) -> None:
+        """Make a folder's entries durable. Inside `deferred_dir_syncs` (and unless `now`), only noted:
+        each folder is then synced once when the batch ends."""
+        deferred = getattr(self, "_deferred", None)
+        if deferred is not None and not now:
+            deferred.add(Path(path))
+            return
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except OSError:
@@ -112,6 +119,25 @@ class FileOps:
             pass
         finally:
             os.close(fd)
+
+    @contextmanager
+    def deferred_dir_syncs(self):
+        """Group commit: folder fsyncs requested inside are done once each, on the way out."""
+        self._deferred: set[Path] | None = set()
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            folders, self._deferred = self._deferred, None
+            for folder in sorted(folders or ()):
+                try:
+                    self.fsync_dir(folder)
+                except OSError:
+                    if not failed:
+                        raise
 
     # --- composed helpers (built only on the methods above, so faults reach them too) ---------------
     def copy_new(self, src: Path, dst: Path) -> str:
@@ -153,5 +179,6 @@ def is_storage_error(e: BaseException) -> bool:
 
 def tmp_name(path: Path) -> Path:
     """The temporary name used while `path` is being created: hidden, in the same folder."""
-    name = path.name if len(path.name.encode()) <= 200 else hashlib.sha1(path.name.encode()).hexdigest()
+    raw = os.fsencode(path.name)
+    name = path.name if len(raw) <= 200 else hashlib.sha1(raw).hexdigest()
     return path.with_name(f".{name}.sorter-tmp")

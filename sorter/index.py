@@ -1,7 +1,8 @@
 """The library index: SQLite in WAL mode at `library/.sorter/index.sqlite`.
 
 Tables:
-    files     one row per file the sorter put in the library (path relative to the library, unique),
+    files     one row per file the sorter put in the library (path relative to the library, unique;
+              paths are stored as the OS's bytes, so any file name round-trips exactly),
               with its sha256 (indexed: a duplicate lookup costs the same for 10 or 100,000 photos),
               original source path, species, action and run.
     seen      files deliberately left in the inbox (duplicates, symlinks...), by path, size and mtime,
@@ -17,6 +18,7 @@ recovery may replay a transaction's records safely.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -25,12 +27,13 @@ from .report import Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, sha256 TEXT, source TEXT, species TEXT, action TEXT, run TEXT, time TEXT);
+    path BLOB PRIMARY KEY, sha256 TEXT, source BLOB, species TEXT, action TEXT, run TEXT, time TEXT,
+    is_primary INTEGER);
 CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE TABLE IF NOT EXISTS seen (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, action TEXT, run TEXT, time TEXT);
+    path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, action TEXT, run TEXT, time TEXT);
 CREATE TABLE IF NOT EXISTS sidecars (
-    path TEXT PRIMARY KEY, run TEXT, orig_sha256 TEXT, new_sha256 TEXT);
+    path BLOB PRIMARY KEY, run TEXT, orig_sha256 TEXT, new_sha256 TEXT);
 CREATE INDEX IF NOT EXISTS sidecars_run ON sidecars(run);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, started TEXT, ended TEXT, inbox TEXT, model TEXT, report TEXT,
@@ -38,6 +41,11 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 FILED = ("moved", "review", "rejected")
+
+
+def _key(path: str | Path) -> bytes:
+    """Paths are stored as the bytes the OS uses: exact for any name, even one that is not UTF-8."""
+    return os.fsencode(str(path))
 
 
 class Index:
@@ -59,29 +67,29 @@ class Index:
             self.db.executescript(SCHEMA)
             self.db.commit()
 
-    def rel(self, path: str | Path) -> str:
+    def rel(self, path: str | Path) -> bytes:
         p = Path(path)
         try:
-            return p.relative_to(self.library).as_posix()
+            return _key(p.relative_to(self.library).as_posix())
         except ValueError:
-            return str(p)
+            return _key(p)
 
     # --- lookups -----------------------------------------------------------------------------------
     def find_sha(self, sha256: str) -> Path | None:
         """A library file with these bytes, if the index knows one that still exists."""
         for (rel,) in self.db.execute("SELECT path FROM files WHERE sha256 = ?", (sha256,)):
-            p = self.library / rel
+            p = self.library / os.fsdecode(rel)
             if p.is_file():
                 return p
         return None
 
     def seen_unchanged(self, path: Path, size: int, mtime_ns: int) -> bool:
-        row = self.db.execute("SELECT size, mtime_ns FROM seen WHERE path = ?", (str(path),)).fetchone()
+        row = self.db.execute("SELECT size, mtime_ns FROM seen WHERE path = ?", (_key(path),)).fetchone()
         return row is not None and row[0] == size and row[1] == mtime_ns
 
     def sidecars_of_run(self, run: str) -> dict[str, tuple[str | None, str]]:
         rows = self.db.execute("SELECT path, orig_sha256, new_sha256 FROM sidecars WHERE run = ?", (run,))
-        return {str(self.library / p): (o, n) for p, o, n in rows}
+        return {str(self.library / os.fsdecode(p)): (o, n) for p, o, n in rows}
 
     # --- the sink interface ------------------------------------------------------------------------
     def record(self, rows: list[Row], sidecars: list[dict]) -> None:
@@ -91,15 +99,16 @@ class Index:
             for r in rows:
                 if r.action in FILED and r.destination:
                     self.db.execute(
-                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (self.rel(r.destination), r.sha256, r.source, r.species, r.action, r.run, r.time))
-                    self.db.execute("DELETE FROM seen WHERE path = ?", (r.source,))
+                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (self.rel(r.destination), r.sha256, _key(r.source), r.species, r.action, r.run, r.time,
+                         int(r.primary)))
+                    self.db.execute("DELETE FROM seen WHERE path = ?", (_key(r.source),))
                 elif r.action == "undone":
                     self.db.execute("DELETE FROM files WHERE path = ?", (self.rel(r.source),))
                     self.db.execute("DELETE FROM sidecars WHERE path = ?", (self.rel(r.source),))
                 elif r.remember and r.size is not None:
                     self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?, ?)",
-                                    (r.source, r.size, r.mtime_ns, r.action, r.run, r.time))
+                                    (_key(r.source), r.size, r.mtime_ns, r.action, r.run, r.time))
             for s in sidecars:
                 if s.get("forget"):
                     self.db.execute("DELETE FROM sidecars WHERE path = ?", (self.rel(s["path"]),))
@@ -130,9 +139,10 @@ class Index:
 
     # --- status ------------------------------------------------------------------------------------
     def counts(self) -> dict[str, Counter]:
+        """Photos (groups: a RAW+JPEG+XMP shot counts once) per species and per action."""
         out: dict[str, Counter] = {"species": Counter(), "actions": Counter()}
         for action, species, n in self.db.execute(
-                "SELECT action, species, COUNT(*) FROM files GROUP BY action, species"):
+                "SELECT action, species, COUNT(*) FROM files WHERE is_primary = 1 GROUP BY action, species"):
             out["actions"][action] += n
             if action == "moved":
                 out["species"][species] += n

@@ -41,22 +41,23 @@ class Journal:
         if data and not data.endswith(b"\n"):
             self.ops.truncate(self.path, data.rfind(b"\n") + 1)
 
-    def _append(self, record: dict, sync: bool) -> None:
+    def _append(self, records: list[dict], sync: bool) -> None:
         if self._fd is None:
             raise RuntimeError("journal is not open")
-        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
-        self.ops.write(self._fd, line.encode("ascii"))  # one write: a kill leaves a whole line or a torn tail
+        text = "".join(json.dumps(r, ensure_ascii=True, separators=(",", ":")) + "\n" for r in records)
+        self.ops.write(self._fd, text.encode("ascii"))  # one write: a kill leaves whole lines or a torn tail
         if sync:
             self.ops.fsync(self._fd)
 
-    def begin(self, txn: dict) -> None:
-        self._append({"t": "begin", **txn}, sync=True)
+    def begin(self, *txns: dict) -> None:
+        """Record transactions before any of their steps runs (one write, one fsync for a batch)."""
+        self._append([{"t": "begin", **txn} for txn in txns], sync=True)
 
-    def done(self, txn_id: str) -> None:
-        self._append({"t": "done", "id": txn_id}, sync=False)
+    def done(self, *txn_ids: str) -> None:
+        self._append([{"t": "done", "id": i} for i in txn_ids], sync=False)
 
     def abort(self, txn_id: str) -> None:
-        self._append({"t": "abort", "id": txn_id}, sync=True)
+        self._append([{"t": "abort", "id": txn_id}], sync=True)
 
     def pending(self) -> list[dict]:
         """Transactions begun but neither done nor aborted, in the order they began."""

@@ -65,6 +65,23 @@ class LibraryLock:
         self.release()
 
 
+def holder(path: Path) -> dict | None:
+    """Who holds the library lock right now ({} when unknown), or None when nobody does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held for microseconds: only tests for a holder
+    except BlockingIOError:
+        return _read(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> dict:
     try:
         data = os.pread(fd, 4096, 0)

@@ -44,29 +44,27 @@ def _rename_noreplace(ops: FileOps, src: Path, dst: Path) -> bool:
     return True
 
 
-def _publish(ops: FileOps, tmp: Path, dst: Path) -> None:
-    """Give complete file `tmp` its final name `dst` without ever overwriting, then fsync the folder."""
+def _publish(ops: FileOps, tmp: Path, dst: Path, keep_on_error: bool = False) -> None:
+    """Give complete file `tmp` its final name `dst` without ever overwriting, then fsync the folder.
+    On failure the temporary file is removed (unless it is the only copy left: `keep_on_error`)."""
     try:
-        if _rename_noreplace(ops, tmp, dst):
-            ops.fsync_dir(dst.parent)
-            return
-    except StepError:
-        ops.remove_quietly(tmp)
-        raise
-    try:
-        ops.link(tmp, dst)
-    except FileExistsError:
-        ops.remove_quietly(tmp)
-        raise StepError(f"destination {dst} appeared while moving; nothing overwritten") from None
-    except OSError as e:
-        if e.errno not in NO_HARD_LINKS:
-            raise
-        if ops.lexists(dst):  # no hard links here: check-then-rename (we hold the library lock)
+        if not _rename_noreplace(ops, tmp, dst):
+            try:
+                ops.link(tmp, dst)
+            except FileExistsError:
+                raise StepError(f"destination {dst} appeared while moving; nothing overwritten") from None
+            except OSError as e:
+                if e.errno not in NO_HARD_LINKS:
+                    raise
+                if ops.lexists(dst):  # no hard links here: check-then-rename (we hold the library lock)
+                    raise StepError(f"destination {dst} appeared while moving; nothing overwritten") from None
+                ops.rename(tmp, dst)
+            else:
+                ops.unlink(tmp)
+    except BaseException:
+        if not keep_on_error:
             ops.remove_quietly(tmp)
-            raise StepError(f"destination {dst} appeared while moving; nothing overwritten") from None
-        ops.rename(tmp, dst)
-    else:
-        ops.unlink(tmp)
+        raise
     ops.fsync_dir(dst.parent)
 
 
@@ -76,11 +74,12 @@ def move(ops: FileOps, src: Path, dst: Path, sha256: str | None) -> None:
     has_src, has_dst = ops.lexists(src), ops.lexists(dst)
     if ops.lexists(tmp):
         if not has_src and not has_dst and sha256 and ops.sha256(tmp) == sha256:
-            _publish(ops, tmp, dst)  # defensive: a verified copy whose source is gone
+            _publish(ops, tmp, dst, keep_on_error=True)  # defensive: a verified copy whose source is gone
             return
         ops.unlink(tmp)  # an unfinished copy: start over from the source
     if has_src and has_dst:
         if ops.samefile(src, dst) or (sha256 and ops.sha256(dst) == sha256):
+            ops.fsync_dir(dst.parent, now=True)
             ops.unlink(src)  # the destination is complete: finish by removing the source
             ops.fsync_dir(src.parent)
             return
@@ -110,7 +109,7 @@ def move(ops: FileOps, src: Path, dst: Path, sha256: str | None) -> None:
         ops.fsync_dir(dst.parent)
         ops.fsync_dir(src.parent)
         return
-    ops.fsync_dir(dst.parent)
+    ops.fsync_dir(dst.parent, now=True)  # the new name is durable before the old one goes
     ops.unlink(src)
     ops.fsync_dir(src.parent)
 
@@ -126,6 +125,7 @@ def _copy_across(ops: FileOps, src: Path, dst: Path, tmp: Path, sha256: str | No
     except BaseException:
         ops.remove_quietly(tmp)
         raise
+    ops.fsync_dir(dst.parent, now=True)  # the copy is durable under its name before the source goes
     ops.unlink(src)
     ops.fsync_dir(src.parent)
 

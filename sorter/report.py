@@ -38,6 +38,7 @@ class Row:
     mtime_ns: int | None = None
     remember: bool = False
     run: str = ""
+    primary: bool = False   # the group's classified photo (status counts photos by these)
 
     def cells(self) -> list[str]:
         conf = "" if self.confidence is None else f"{self.confidence:.4f}"
@@ -123,7 +124,8 @@ class CsvReport:
     def record(self, rows: list[Row], sidecars: list[dict]) -> None:
         todo = [r for r in rows if (r.source, r.destination, r.action) not in self._have]
         if todo:
-            self.ops.write(self._fd, _csv_text([r.cells() for r in todo]).encode("utf-8"))
+            # surrogateescape: a file name that is not valid UTF-8 keeps its exact bytes
+            self.ops.write(self._fd, _csv_text([r.cells() for r in todo]).encode("utf-8", "surrogateescape"))
 
     def flush(self) -> None:
         self.ops.fsync(self._fd)
@@ -145,7 +147,8 @@ class ConsoleSink:
         for r in rows:
             where = r.destination or "(left in place)"
             extra = f"  [{r.error}]" if r.error else ""
-            self.echo(f"{r.action:9} {r.source} -> {where}{extra}")
+            line = f"{r.action:9} {r.source} -> {where}{extra}"
+            self.echo(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
     def flush(self) -> None:
         pass
@@ -194,7 +197,7 @@ def read_report(path: Path) -> list[Row]:
         data = f.read()
     if HEADER.startswith(data):
         return []  # empty, or killed while writing the header
-    text = data[: complete_prefix(data)].decode("utf-8", errors="replace")
+    text = data[: complete_prefix(data)].decode("utf-8", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header != COLUMNS:

@@ -1,8 +1,8 @@
 """One sorter run: recover -> lock -> scan -> classify in batches -> plan -> apply -> report/index.
 
 Streaming: the primaries of all groups go through one `Classifier.classify` stream (so its decoding can
-run ahead of inference), and every `batch_size` predictions are hashed, planned and applied before the
-next batch is taken; memory stays bounded and the report grows batch by batch. A stop request (SIGTERM,
+run ahead of inference; each group is hashed in a worker thread as the classifier takes its photo), and
+every `batch_size` predictions are planned and applied before the next batch is taken; memory stays bounded and the report grows batch by batch. A stop request (SIGTERM,
 SIGINT, the daemon shutting down) is honoured between batches: the batch in hand is finished and
 flushed, the rest stays in the inbox for the next run.
 """
@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
+import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .apply import Applier, now_iso
 from .card import ModelCard, find_model, read_card
-from .errors import StorageError
+from .errors import StorageError, UserError
 from .fsops import FileOps
 from .index import Index
 from .journal import Journal
-from .library import Library, check_paths
+from .library import check_paths
 from .lock import LibraryLock
 from .plan import Decision, plan_batch, resolve_threshold
 from .report import CsvReport, Row, Sinks
@@ -58,7 +61,7 @@ class RunSummary:
     threshold: float
     threshold_source: str
     counts: Counter = field(default_factory=Counter)     # files per action
-    species: Counter = field(default_factory=Counter)    # files filed per species
+    species: Counter = field(default_factory=Counter)    # photos (groups) filed per species
     recovered: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     waiting: int = 0
@@ -71,26 +74,51 @@ def load_card(model: str, exports_dir: Path | None = None) -> ModelCard:
     return read_card(find_model(model, exports_dir))
 
 
-def new_report_path(reports: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def new_report_path(reports: Path, dry_run: bool = False) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-dry-run" if dry_run else "")
     path, n = reports / f"{stamp}.csv", 2
     while path.exists():
         path, n = reports / f"{stamp}-{n}.csv", n + 1
     return path
 
 
-def _hash_group(ops: FileOps, group: Group, hashes: dict[Path, str]) -> str:
-    """Hash every file of the group once; returns a reason when the group must be skipped."""
+def _hash_group(ops: FileOps, group: Group) -> tuple[dict[Path, str], str]:
+    """Hash every file of the group once: (hashes, '') or (partial hashes, why the group is skipped)."""
+    hashes: dict[Path, str] = {}
     for f in group.files:
         try:
             hashes[f] = ops.sha256(f)
         except FileNotFoundError:
-            return f"{f.name} vanished during the run; the group was left in place"
+            return hashes, f"{f.name} vanished during the run; the group was left in place"
         except PermissionError:
             hashes[f] = ""  # unreadable: filed to _rejected by name (same filesystem) with the reason
         except OSError as e:
-            return f"cannot read {f.name}: {e.strerror}"
-    return ""
+            return hashes, f"cannot read {f.name}: {e.strerror}"
+    return hashes, ""
+
+
+class HashAhead:
+    """Hashes each group in worker threads as soon as the classifier asks for its photo, so hashing
+    (hashlib releases the GIL) overlaps decoding and inference instead of following them."""
+
+    def __init__(self, ops: FileOps, workers: int = 2):
+        self.ops = ops
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="hash") if workers else None
+        self.futures: dict[int, Future] = {}
+
+    def feed(self, groups: list[Group]) -> Iterator[Path]:
+        for g in groups:
+            if self.pool:
+                self.futures[id(g)] = self.pool.submit(_hash_group, self.ops, g)
+            yield g.primary
+
+    def result(self, group: Group) -> tuple[dict[Path, str], str]:
+        future = self.futures.pop(id(group), None)
+        return future.result() if future else _hash_group(self.ops, group)
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Runner:
@@ -101,6 +129,7 @@ class Runner:
         self.ops = ops or FileOps()
         self._factory = classifier_factory
         self._classifier = None
+        self.hash_workers = 2  # threads hashing ahead of the batch being applied (0: hash in the loop)
         self.card = load_card(settings.model, settings.exports_dir)
         self.threshold, self.threshold_source = resolve_threshold(self.card, settings.threshold,
                                                                   settings.target_precision)
@@ -130,43 +159,58 @@ class Runner:
         self._classifier = None
 
     def run(self, stop: threading.Event | None = None, on_start: Callable[[int], None] | None = None,
-            on_batch: Callable[[int], None] | None = None, extra_sinks: Iterable = ()) -> RunSummary:
+            on_batch: Callable[[int], None] | None = None, extra_sinks: Iterable = (),
+            wait_for_settling: bool = False) -> RunSummary:
+        """One run. `wait_for_settling` (a one-shot run): files still settling are waited for, once,
+        instead of being left to a later run."""
         s, lib, ops = self.settings, self.library, self.ops
         started = time.monotonic()
+        if not self.inbox.is_dir():
+            raise UserError(f"inbox not found: {self.inbox}")
+        if not s.dry_run and not os.access(self.inbox, os.W_OK):
+            raise UserError(f"the inbox {self.inbox} is read-only: photos cannot be moved out of it "
+                            "(copy them to a writable folder first)")
         summary = RunSummary("", None, self.model_desc(), self.threshold, self.threshold_source)
-        lock = None
-        if s.dry_run:
-            index = Index(lib.index, lib.root, readonly=True)
-            journal = None
-            pending = Journal(lib.journal, ops).pending()
-            if pending:
-                summary.notes.append(f"{len(pending)} interrupted transaction(s) pending: the next real run finishes them")
-        else:
-            ops.makedirs(lib.state)
-            lock = LibraryLock(lib.lock).acquire()
-            if lock.stale:
-                summary.notes.append(f"recovered a stale lock left by pid {lock.stale.get('pid')}")
-            index = Index(lib.index, lib.root)
-            journal = Journal(lib.journal, ops)
+        lock = index = journal = None
         try:
-            if journal is not None:
-                try:
-                    journal.open()
-                except OSError as e:
-                    raise StorageError(f"cannot open the journal {lib.journal}: {e.strerror}") from None
+            if s.dry_run:  # read only: no lock, no recovery, no index writes
+                index = Index(lib.index, lib.root, readonly=True)
+                pending = Journal(lib.journal, ops).pending()
+                if pending:
+                    summary.notes.append(f"{len(pending)} interrupted transaction(s) pending: "
+                                         "the next real run finishes them")
+            else:
+                ops.makedirs(lib.state)
+                lock = LibraryLock(lib.lock).acquire()
+                if lock.stale:
+                    summary.notes.append(f"recovered a stale lock left by pid {lock.stale.get('pid')}")
+                index = Index(lib.index, lib.root)
+                journal = Journal(lib.journal, ops).open()
                 summary.recovered = recover(journal, ops, index)
                 journal.compact()
-            return self._run(summary, index, journal, stop, on_start, on_batch, extra_sinks, started)
+            return self._run(summary, index, journal, stop, on_start, on_batch, extra_sinks, started,
+                             wait_for_settling)
+        except OSError as e:  # the library's disk refused a write outside a transaction (report, journal)
+            where = f" {e.filename}" if e.filename else ""
+            raise StorageError(f"cannot write{where}: {e.strerror or e} "
+                               "(nothing was lost; the next run finishes the job)") from None
+        except sqlite3.Error as e:
+            raise StorageError(f"library index {lib.index}: {e} (nothing was lost; the next run finishes the job)") from None
         finally:
             if journal is not None:
                 journal.close()
-            index.close()
+            if index is not None:
+                index.close()
             if lock is not None:
                 lock.release()
 
-    def _run(self, summary, index, journal, stop, on_start, on_batch, extra_sinks, started) -> RunSummary:
+    def _run(self, summary, index, journal, stop, on_start, on_batch, extra_sinks, started,
+             wait_for_settling) -> RunSummary:
         s, lib, ops = self.settings, self.library, self.ops
         found = scan(self.inbox, lib.root, s.settle)
+        if found.waiting and wait_for_settling:
+            (stop or threading.Event()).wait(s.settle)
+            found = scan(self.inbox, lib.root, s.settle)
         summary.waiting = found.waiting
         groups = [g for g in found.groups
                   if not all(index.seen_unchanged(f, *g.stats[f]) for f in g.files)]
@@ -178,7 +222,7 @@ class Runner:
         if groups:
             self.classifier()  # load (and verify) the model before anything is written
         summary.model = self.model_desc()
-        report = new_report_path(lib.reports)
+        report = new_report_path(lib.reports, s.dry_run)
         summary.run, summary.report = report.stem, report
         ops.makedirs(lib.reports)
         csv = CsvReport(report, ops)
@@ -194,37 +238,47 @@ class Runner:
             self._count(summary, rows)
             if on_start:
                 on_start(sum(len(g.files) for g in groups))
-            stream = self.classifier().classify(g.primary for g in groups) if groups else iter(())
+            hasher = HashAhead(ops, self.hash_workers)
+            stream = self.classifier().classify(hasher.feed(groups)) if groups else iter(())
             pairs = zip(groups, stream)
             try:
-                while batch := list(itertools.islice(pairs, s.batch_size)):
-                    for decision, hashes in self._plan(batch, index):
-                        self._count(summary, applier.apply(decision, hashes))
+                while True:
+                    if stop is not None and stop.is_set():  # checked between batches only
+                        summary.stopped = True
+                        break
+                    batch = list(itertools.islice(pairs, s.batch_size))
+                    if not batch:
+                        break
+                    decisions, hashes = self._plan(batch, index, hasher)
+                    self._count(summary, applier.apply(decisions, hashes))
                     sinks.flush()
                     if on_batch:
                         on_batch(sum(len(g.files) for g, _ in batch))
-                    if stop is not None and stop.is_set():
-                        summary.stopped = True
-                        break
             finally:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
+                hasher.close()
             status = "stopped" if summary.stopped else "done"
         finally:
-            index.end_run(summary.run, now_iso(), status, dict(summary.counts))
-            sinks.close()
-            if journal is not None and status != "failed":
-                journal.compact()
+            try:
+                index.end_run(summary.run, now_iso(), status, dict(summary.counts))
+                sinks.close()
+                if journal is not None and status != "failed":
+                    journal.compact()
+            except (OSError, sqlite3.Error):
+                if status != "failed":
+                    raise  # otherwise the error that stopped the run is the one to report
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _plan(self, batch, index: Index) -> list[tuple[Decision, dict[Path, str]]]:
+    def _plan(self, batch, index: Index, hasher: HashAhead) -> tuple[list[Decision], dict[Path, str]]:
         hashes: dict[Path, str] = {}
         out, ok_groups, ok_preds = [], [], []
         skips = {}
         for group, pred in batch:
-            why = _hash_group(self.ops, group, hashes)
+            got, why = hasher.result(group)
+            hashes.update(got)
             if why:
                 skips[id(group)] = Decision(group, "skipped", reason=why, prediction=pred)
             else:
@@ -237,12 +291,12 @@ class Runner:
 
         planned = iter(plan_batch(ok_groups, ok_preds, hashes, self.threshold, find))
         for group, _ in batch:
-            out.append((skips.get(id(group)) or next(planned), hashes))
-        return out
+            out.append(skips.get(id(group)) or next(planned))
+        return out, hashes
 
     @staticmethod
     def _count(summary: RunSummary, rows: list[Row]) -> None:
         for r in rows:
             summary.counts[r.action] += 1
-            if r.action == "moved":
-                summary.species[r.species] += 1
+            if r.action == "moved" and r.primary:
+                summary.species[r.species] += 1  # photos (groups), not files

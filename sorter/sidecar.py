@@ -70,7 +70,8 @@ def merge_sidecar(data: bytes, species: str) -> bytes:
         raise SidecarError("sidecar declares a DOCTYPE/ENTITY; left untouched")
     try:
         declared = _namespaces(data)
-        root = ET.fromstring(data)
+        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
+        root = ET.fromstring(data, parser=parser)  # comments and processing instructions kept
     except ET.ParseError as e:
         raise SidecarError(f"sidecar is not well-formed XML ({e}); left untouched") from None
     rdf = root if root.tag == _q("rdf", "RDF") else root.find(f".//{_q('rdf', 'RDF')}")

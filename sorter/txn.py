@@ -9,7 +9,9 @@ A transaction is a dict:
     sidecars  sidecar records for the index (created/merged sidecars, or {"path", "forget": True})
     fail      the action its rows get when it is rolled back ("skipped" or "refused")
 
-`execute`: journal `begin` (fsynced) -> steps -> records to the sinks (index, report) -> `done`.
+`execute` (a batch of transactions, as one group commit): journal `begin` records (one fsynced write)
+-> steps (folder fsyncs deferred to the end of the batch, except where order matters for safety)
+-> records to the sinks (index, report) -> `done` records.
 A move that fails for one file (name taken, file vanished, permission) rolls the transaction back, so a
 group never ends up split, and its rows say why it was left in place. A storage error (disk full,
 read-only) stops the run with StorageError; the transaction stays pending.
@@ -19,6 +21,7 @@ into the index and into its own run's report (rows it already holds are not repe
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -56,12 +59,38 @@ class Transactions:
         self.ops = ops
         self.sinks = sinks
 
-    def execute(self, txn: dict) -> list[Row]:
-        """Run a transaction; returns the rows it recorded (rolled-back rows carry the reason)."""
+    def execute(self, *txns: dict) -> list[Row]:
+        """Run transactions as one group commit: all `begin` records in one fsynced write, the steps
+        (folder fsyncs done once per folder at the end), then every record in one go, then `done`.
+        Returns the rows recorded (a rolled-back transaction's rows carry the reason)."""
+        if not txns:
+            return []
         try:
-            self.journal.begin(txn)
+            self.journal.begin(*txns)
         except OSError as e:
             raise _storage(e, "cannot write the journal") from None
+        rows: list[Row] = []
+        sidecars: list[dict] = []
+        finished: list[str] = []
+        try:
+            with self.ops.deferred_dir_syncs():
+                for txn in txns:
+                    r, s, ok = self._steps(txn)
+                    rows += r
+                    sidecars += s
+                    if ok:
+                        finished.append(txn["id"])
+        except OSError as e:  # a folder fsync at the end of the batch
+            raise _storage(e, f"cannot sync {e.filename or 'a folder'}") from None
+        self._record(rows, sidecars)
+        try:
+            self.journal.done(*finished)
+        except OSError as e:
+            raise _storage(e, "cannot write the journal") from None
+        return rows
+
+    def _steps(self, txn: dict) -> tuple[list[Row], list[dict], bool]:
+        """Run one transaction's steps: (rows, sidecar records, True) or, rolled back, (rows, [], False)."""
         done: list[dict] = []
         notes: list[str] = []
         failed_sidecars: set[str] = set()
@@ -74,14 +103,11 @@ class Transactions:
                     raise _storage(e, f"cannot write {_where(step)}") from None
                 reason = str(e) if isinstance(e, StepError) else f"{_where(step)}: {e.strerror or e}"
                 if step["op"] == "move":
-                    return self._roll_back(txn, done, reason)
+                    return self._roll_back(txn, done, reason), [], False
                 notes.append(f"sidecar not written: {reason}")  # the photos are filed; keywords missing
                 failed_sidecars.add(step["path"])
         rows = _noted([Row.from_dict(r) for r in txn["rows"]], notes)
-        sidecars = [s for s in txn["sidecars"] if s["path"] not in failed_sidecars]
-        self._record(rows, sidecars)
-        self.journal.done(txn["id"])
-        return rows
+        return rows, [s for s in txn["sidecars"] if s["path"] not in failed_sidecars], True
 
     def _roll_back(self, txn: dict, done: list[dict], reason: str) -> list[Row]:
         for step in reversed(done):
@@ -97,8 +123,10 @@ class Transactions:
         for r in rows:
             r.action, r.destination, r.remember = txn["fail"], "", False
             r.error = f"left in place: {reason}"
-        self._record(rows, [])
-        self.journal.abort(txn["id"])
+        try:
+            self.journal.abort(txn["id"])  # durable now: recovery must not roll this one forward
+        except OSError as e:
+            raise _storage(e, "cannot write the journal") from None
         return rows
 
     def _record(self, rows: list[Row], sidecars: list[dict]) -> None:
@@ -106,38 +134,83 @@ class Transactions:
             self.sinks.record(rows, sidecars)
         except OSError as e:
             raise _storage(e, "cannot write the report") from None
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot update the library index: {e} "
+                               "(nothing was lost; the next run finishes the job)") from None
+
+
+def _stale(ops: FileOps, txn: dict) -> str:
+    """Why a pending transaction must not be rolled forward: a source it has yet to move changed
+    since it was journalled (the user edited the photo before the restart). '' if it may."""
+    rewritten = {step["path"] for step in txn["steps"] if step["op"] == "put"}  # undo restores these first
+    for step in txn["steps"]:
+        if step["op"] == "move" and step.get("sha256") and step["src"] not in rewritten:
+            src, dst = Path(step["src"]), Path(step["dst"])
+            if ops.lexists(src) and not ops.lexists(dst) and ops.sha256(src) != step["sha256"]:
+                return f"{src.name} changed after an interruption; the group was left in place"
+    return ""
+
+
+def _finish(ops: FileOps, txn: dict) -> tuple[list[str], set[str]]:
+    """Roll a pending transaction forward; returns (notes, sources that could not be moved)."""
+    notes, missing = [], set()
+    for step in txn["steps"]:
+        try:
+            run_step(ops, step)
+        except (StepError, OSError) as e:
+            if isinstance(e, OSError) and is_storage_error(e):
+                raise _storage(e, f"recovery cannot write {_where(step)}") from None
+            notes.append(str(e) if isinstance(e, StepError) else f"{_where(step)}: {e.strerror or e}")
+            if step["op"] == "move":
+                missing.add(step["src"])
+    return notes, missing
+
+
+def _roll_back_pending(ops: FileOps, txn: dict) -> None:
+    """Put back whatever moves of a pending transaction already happened (newest first)."""
+    for step in reversed(txn["steps"]):
+        back = reverse_step(step)
+        if back is not None and ops.lexists(Path(step["dst"])) and not ops.lexists(Path(step["src"])):
+            try:
+                run_step(ops, back)
+            except OSError as e:
+                raise _storage(e, f"recovery cannot write {_where(back)}") from None
 
 
 def recover(journal: Journal, ops: FileOps, index) -> list[str]:
-    """Finish every pending transaction; returns one line per transaction for the summary."""
-    messages = []
-    for txn in journal.pending():
-        notes, missing = [], set()
-        for step in txn["steps"]:
-            try:
-                run_step(ops, step)
-            except StepError as e:
-                notes.append(str(e))
-                if step["op"] == "move":
-                    missing.add(step["src"])
-            except OSError as e:
-                if is_storage_error(e):
-                    raise _storage(e, f"recovery cannot write {_where(step)}") from None
-                notes.append(f"{_where(step)}: {e.strerror or e}")
-                if step["op"] == "move":
-                    missing.add(step["src"])
-        rows = [Row.from_dict(r) for r in txn["rows"]]
-        for r in rows:
-            r.error = "; ".join(filter(None, [r.error, "finished after an interruption"]))
-            if r.source in missing:
-                r.action, r.destination = txn["fail"], ""
-        _noted(rows, notes)
-        report = CsvReport(Path(txn["report"]), ops, dedupe=True)
-        try:
-            Sinks(index, report).record(rows, txn["sidecars"])
-        finally:
+    """Finish every pending transaction (or, when a source changed since, put it back); record its rows
+    in the index and in its own run's report (rows already there are not repeated). Returns lines for
+    the summary."""
+    pending = journal.pending()
+    if not pending:
+        return []
+    reports: dict[str, CsvReport] = {}
+    problems: list[str] = []
+    files = 0
+    try:
+        for txn in pending:
+            rows = [Row.from_dict(r) for r in txn["rows"]]
+            stale = _stale(ops, txn)
+            if stale:
+                _roll_back_pending(ops, txn)
+                notes, missing = [stale], {r.source for r in rows}
+                sidecars = []
+            else:
+                notes, missing = _finish(ops, txn)
+                sidecars = txn["sidecars"]
+            for r in rows:
+                r.error = "; ".join(filter(None, [r.error, "finished after an interruption"]))
+                if r.source in missing:
+                    r.action, r.destination = txn["fail"], ""
+            _noted(rows, notes)
+            if txn["report"] not in reports:
+                reports[txn["report"]] = CsvReport(Path(txn["report"]), ops, dedupe=True)
+            Sinks(index, reports[txn["report"]]).record(rows, sidecars)
+            journal.done(txn["id"])
+            files += len(rows)
+            problems += notes
+    finally:
+        for report in reports.values():
             report.close()
-        journal.done(txn["id"])
-        messages.append(f"finished an interrupted {txn['kind']} of {len(rows)} file(s) from run {txn['run']}"
-                        + (f" ({'; '.join(notes)})" if notes else ""))
-    return messages
+    kinds = sorted({t["kind"] for t in pending})
+    return [f"finished {len(pending)} interrupted {'/'.join(kinds)} transaction(s) ({files} file(s))"] + problems

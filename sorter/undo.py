@@ -10,13 +10,14 @@ by the next start), the index forgets what left the library, and the undo writes
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .apply import now_iso
-from .errors import UserError
+from .errors import StorageError, UserError
 from .fsops import FileOps
 from .index import FILED, Index
 from .journal import Journal
@@ -51,7 +52,16 @@ def _refuse(row: Row, reason: str) -> Row:
 
 
 def undo(report: Path, ops: FileOps | None = None) -> UndoSummary:
-    ops = ops or FileOps()
+    try:
+        return _undo(report, ops or FileOps())
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        raise StorageError(f"cannot write{where}: {e.strerror or e} (nothing was lost; run the undo again)") from None
+    except sqlite3.Error as e:
+        raise StorageError(f"library index: {e} (nothing was lost; run the undo again)") from None
+
+
+def _undo(report: Path, ops: FileOps) -> UndoSummary:
     lib = library_of_report(report)
     try:
         rows = read_report(Path(report))

@@ -41,12 +41,12 @@ class CrashOps(FileOps):
     was written (only a power cut would), and skipping them keeps hundreds of simulated crashes fast."""
 
     def __init__(self, at: int | None = None):
-        self.at, self.calls, self.dead = at, 0, False
+        self.at, self.calls, self.dead, self.log = at, 0, False, []
 
     def fsync(self, fd: int) -> None:
         pass
 
-    def fsync_dir(self, path) -> None:
+    def fsync_dir(self, path, now: bool = False) -> None:
         pass
 
     def __getattribute__(self, name):
@@ -56,6 +56,7 @@ class CrashOps(FileOps):
                 raise Crash("dead")
             if name in MUTATING:
                 self.calls += 1
+                self.log.append(name)
                 if self.at is not None and self.calls == self.at:
                     self.dead = True
                     if name == "write":
@@ -68,20 +69,22 @@ class CrashOps(FileOps):
 
 
 class FaultOps(FileOps):
-    """Raises OSError(`code`) from method `method` (after `after` successful calls)."""
+    """Raises OSError(errno) from the named methods, e.g. FaultOps(link=errno.EXDEV, write=errno.ENOSPC);
+    `after`: let that many faulty calls succeed first; `when(*args)`: fault only matching calls."""
 
-    def __init__(self, method: str, code: int, after: int = 0, when=None):
-        self.method, self.code, self.after, self.when, self.count = method, code, after, when, 0
-        original = getattr(FileOps, method)
+    def __init__(self, after: int = 0, when=None, **faults: int):
+        self.after, self.when, self.count = after, when, 0
+        for method, code in faults.items():
+            setattr(self, method, self._failing(getattr(FileOps, method), code).__get__(self))
 
+    def _failing(self, original, code):
         def failing(this, *args, **kwargs):
             if self.when is None or self.when(*args):
                 self.count += 1
                 if self.count > self.after:
-                    raise OSError(self.code, os.strerror(self.code), str(args[0]) if args else None)
+                    raise OSError(code, os.strerror(code), str(args[0]) if args else None)
             return original(this, *args, **kwargs)
-
-        setattr(self, method, failing.__get__(self))
+        return failing
 
 
 def sha(path: Path) -> str:
@@ -122,10 +125,12 @@ def assert_consistent(inbox: Path, library: Path, originals: Counter) -> None:
     if not lib.index.exists():
         return
     index = Index(lib.index, lib.root, readonly=True)
-    indexed = dict(index.db.execute("SELECT path, sha256 FROM files"))
+    indexed = {os.fsdecode(p): d for p, d in index.db.execute("SELECT path, sha256 FROM files")}
+    reports = [Path(r) for (r,) in index.db.execute("SELECT report FROM runs WHERE dry_run = 0 ORDER BY rowid")]
     index.close()
+    assert set(reports) <= set(lib.reports.glob("*.csv"))
     filed = {}
-    for report in sorted(lib.reports.glob("*.csv")):
+    for report in reports:  # in the order the runs happened
         for r in read_report(report):
             if r.action in ("moved", "review", "rejected") and r.destination:
                 filed[str(Path(r.destination).relative_to(library))] = r.sha256
@@ -146,7 +151,7 @@ def colour_tree(inbox: Path, n: int = 3, seed: int = 0) -> Path:
     make_colour_photo(inbox / "IMG_1.JPG", "green", seed=seed + 100)
     (inbox / "IMG_1.CR2").write_bytes(b"II*\x00fake raw " + bytes([seed % 256]) * 64)
     (inbox / "IMG_1.xmp").write_bytes(XMP_MINE)
-    (inbox / "IMG_2.NEF").write_bytes(b"MM\x00*fake nef " + bytes([seed % 256]) * 80)
+    (inbox / "IMG_2.NEF").write_bytes(b"fake nef " + bytes([seed % 256]) * 80)
     (inbox / "IMG_2.NEF.xmp").write_bytes(XMP_MINE)
     (inbox / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     return inbox
