@@ -50,9 +50,17 @@ def _decode_cost(img: Image.Image) -> int:
 def _shrink(img: Image.Image, min_side: int) -> Image.Image:
     """Box-reduce a large decoded image by an integer factor, keeping its shorter side at least 3x
     `min_side` (what resize's reducing_gap=3 would do later anyway), so that the mode conversions that
-    follow copy megabytes, not gigabytes."""
+    follow copy megabytes, not gigabytes. Done in strips: Image.reduce converts RGBA/LA images to
+    premultiplied alpha at full size first, which would double the memory of a huge image."""
     k = min(img.size) // (3 * max(min_side, 1))
-    return img.reduce(k) if k >= 2 and img.mode in REDUCIBLE else img
+    if k < 2 or img.mode not in REDUCIBLE:
+        return img
+    w, h = img.size
+    out = Image.new(img.mode, ((w + k - 1) // k, (h + k - 1) // k))
+    step = 64 * k  # whole blocks per strip: the strips' reductions tile the full one exactly
+    for top in range(0, h, step):
+        out.paste(img.crop((0, top, w, min(top + step, h))).reduce(k), (0, top // k))
+    return out
 
 
 def _to_rgb(img: Image.Image, min_side: int = 0) -> Image.Image:

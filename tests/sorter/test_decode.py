@@ -297,3 +297,14 @@ def test_large_images_are_reduced_before_their_mode_conversions(tmp_path):
     pixels, err = decode.load(tmp_path / "alpha.png", 160, 144)
     assert err is None and pixels.shape == (144, 144, 3)
     assert np.abs(pixels.reshape(-1, 3).mean(0) - (227, 127, 127)).max() < 2  # 200*a + 255*(1-a), a = 128/255
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_strip_reduction_equals_a_whole_reduction(mode):
+    from sorter.preprocess import _shrink
+
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (1000, 1301, 4), dtype=np.uint8), "RGBA").convert(mode)
+    small = _shrink(img, 50)  # k = 1000 // 150 = 6; strips of 384 rows, the last one partial
+    assert small.size == (217, 167) and small.mode == mode
+    assert np.array_equal(np.asarray(small), np.asarray(img.reduce(6)))
