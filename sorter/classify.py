@@ -159,8 +159,20 @@ class Classifier:
             raise ModelError(f"onnxruntime cannot load {self.model_path}: {str(e).splitlines()[0][:200]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.labels = card.labels
+        width = self._output_width()
+        if width != len(card.labels):
+            raise ModelError(f"model card {card.path} has {len(card.labels)} labels but its model outputs {width} "
+                             "classes: the card does not belong to this model")
         self.score_name = card.open_set.get("score", "msp")
         self._pool: Executor | None = None
+
+    def _output_width(self) -> int:
+        """Classes the model outputs: from the graph when it says, else from one run on a black photo."""
+        shape = self.session.get_outputs()[0].shape
+        if shape and isinstance(shape[-1], int):
+            return shape[-1]
+        crop = self.card.crop
+        return int(self.session.run(None, {self.input_name: np.zeros((1, 3, crop, crop), np.uint8)})[0].shape[-1])
 
     # --- the decode pool ---------------------------------------------------------------------
     def _executor(self) -> Executor:

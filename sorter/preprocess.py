@@ -18,6 +18,11 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 # Camera files reach 100-150 MP (medium format). Anything larger is treated as a decompression bomb.
 MAX_PIXELS = 200_000_000
+# A decode (after draft mode: PNG, TIFF, WebP are decoded in full) that would hold more than this many
+# bytes is refused too: a 400 KB PNG can claim 10000x10000 RGBA, and each decode worker holds one.
+MAX_DECODE_BYTES = 512 * 2**20
+# modes Image.reduce averages correctly (not palette or bilevel images)
+REDUCIBLE = {"RGB", "RGBA", "RGBa", "L", "LA", "La", "CMYK", "YCbCr", "I", "F"}
 Image.MAX_IMAGE_PIXELS = None  # we enforce MAX_PIXELS ourselves, with a clear reason
 
 
@@ -25,7 +30,40 @@ class PreprocessError(Exception):
     """A file that cannot be turned into model input. `str(e)` is a one-line reason for the report."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _decode_cost(img: Image.Image) -> int:
+    """Bytes that decoding `img` in full and converting it to RGB hold at once: modes that `_shrink`
+    reduces before converting cost their own size; palette, bilevel and 16-bit images are converted at
+    full size first."""
+    w, h = img.size
+    mode = img.mode
+    if mode in REDUCIBLE:
+        per_pixel = len(img.getbands()) * (4 if mode in ("I", "F") else 1)
+    elif mode in ("P", "PA"):
+        per_pixel = len(img.getbands()) + 4   # + the RGBA conversion
+    elif mode.startswith("I;16"):
+        per_pixel = 2 + 4 + 1 + 3             # + 32-bit scaling, 8-bit grey, RGB
+    else:
+        per_pixel = len(img.getbands()) + 3   # + the RGB conversion
+    return w * h * per_pixel
+
+
+def _shrink(img: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce a large decoded image by an integer factor, keeping its shorter side at least 3x
+    `min_side` (what resize's reducing_gap=3 would do later anyway), so that the mode conversions that
+    follow copy megabytes, not gigabytes. Done in strips: Image.reduce converts RGBA/LA images to
+    premultiplied alpha at full size first, which would double the memory of a huge image."""
+    k = min(img.size) // (3 * max(min_side, 1))
+    if k < 2 or img.mode not in REDUCIBLE:
+        return img
+    w, h = img.size
+    out = Image.new(img.mode, ((w + k - 1) // k, (h + k - 1) // k))
+    step = 64 * k  # whole blocks per strip: the strips' reductions tile the full one exactly
+    for top in range(0, h, step):
+        out.paste(img.crop((0, top, w, min(top + step, h))).reduce(k), (0, top // k))
+    return out
+
+
+def _to_rgb(img: Image.Image, min_side: int = 0) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: CMYK, 16-bit, greyscale, palette with transparency, alpha."""
     mode = img.mode
     if mode == "RGB":
@@ -43,7 +81,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     if mode == "P" or mode in ("LA", "PA", "RGBA", "La", "RGBa"):
         # drop alpha onto white, as a viewer would show the photo
-        rgba = img.convert("RGBA")
+        rgba = _shrink(img.convert("RGBA"), min_side) if min_side else img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")  # L, 1, CMYK (Pillow inverts Adobe CMYK correctly), YCbCr, LAB, HSV
@@ -98,14 +136,19 @@ def open_image(source: str | os.PathLike | Image.Image, min_side: int, draft: bo
         box = _draft_box((w, h), min_side) if draft and _is_jpeg(img) else None
         if box is not None:
             img.draft("RGB", box)  # no-op on an image already loaded
+        if _decode_cost(img) > MAX_DECODE_BYTES:
+            dw, dh = img.size
+            raise PreprocessError(f"image too large to decode ({dw}x{dh} {img.mode}, "
+                                  f"{_decode_cost(img) >> 20} MB): possible decompression bomb")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
+        img = _shrink(img, min_side)
         try:
             img = ImageOps.exif_transpose(img)
         except Exception:  # corrupt EXIF: keep the pixels as stored
             pass
-        return _to_rgb(img)
+        return _to_rgb(img, min_side)
     except PreprocessError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -262,3 +262,49 @@ def test_a_stream_closed_early_leaves_the_classifier_usable(tmp_path, tiny_model
         again = list(clf.classify(paths[:6]))
     assert [p.path for p in first] == paths[:5]
     assert [p.label for p in again] == ["Red_Bird", "Blue_Bird"] * 3
+
+
+@pytest.mark.parametrize("labels", [["A_Bird", "B_Bird"], ["A_Bird", "B_Bird", "C_Bird", "D_Bird"]])
+def test_a_card_whose_labels_do_not_match_the_model_outputs_is_refused(tiny_model, labels):
+    card = read_card(tiny_model)
+    card.labels = labels
+    with pytest.raises(ModelError, match="2 labels|4 labels"):
+        Classifier(card, device="cpu")
+
+
+def png_claiming(path, w, h, colour_type=2):
+    """A PNG whose header claims w x h (IHDR only plus an empty image stream): costs nothing to write."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_full_decode_is_refused_before_decoding(tmp_path):
+    pixels, err = decode.load(png_claiming(tmp_path / "bomb.png", 14000, 14000), 160, 144)
+    assert pixels is None and "too large to decode" in err and "bomb" in err
+
+
+def test_large_images_are_reduced_before_their_mode_conversions(tmp_path):
+    """A 4000x3000 half-transparent RGBA PNG: composited onto white after a box reduction, same colours."""
+    a = np.zeros((3000, 4000, 4), np.uint8)
+    a[..., 0], a[..., 3] = 200, 128
+    Image.fromarray(a, "RGBA").save(tmp_path / "alpha.png")
+    pixels, err = decode.load(tmp_path / "alpha.png", 160, 144)
+    assert err is None and pixels.shape == (144, 144, 3)
+    assert np.abs(pixels.reshape(-1, 3).mean(0) - (227, 127, 127)).max() < 2  # 200*a + 255*(1-a), a = 128/255
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_strip_reduction_equals_a_whole_reduction(mode):
+    from sorter.preprocess import _shrink
+
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (1000, 1301, 4), dtype=np.uint8), "RGBA").convert(mode)
+    small = _shrink(img, 50)  # k = 1000 // 150 = 6; strips of 384 rows, the last one partial
+    assert small.size == (217, 167) and small.mode == mode
+    assert np.array_equal(np.asarray(small), np.asarray(img.reduce(6)))
