@@ -85,12 +85,30 @@ def choose_model(card: ModelCard, int8: bool | None, on_cpu: bool) -> tuple[Path
         return verify_model(card), "int8"
     if int8 is True:
         return verify_model(card, "int8"), "int8"
-    if int8 is None and on_cpu and card.int8 and int8_is_as_accurate(card):
+    if wants_int8(card, int8, on_cpu):
         try:
             return verify_model(card, "int8"), "int8"
         except ModelError as e:
             log.warning("using the fp32 model: %s", e)
     return verify_model(card), "fp32"
+
+
+def wants_int8(card: ModelCard, int8: bool | None, on_cpu: bool) -> bool:
+    """Whether `choose_model` picks the int8 model (before checking its file)."""
+    if card.onnx.get("precision") == "int8" or int8 is True:
+        return True
+    return bool(int8 is None and on_cpu and card.int8 and int8_is_as_accurate(card))
+
+
+def open_set_for(card: ModelCard, variant: str, tta: bool) -> dict:
+    """The card's open-set section (score, threshold, curve) measured for the model as it will run:
+    flip TTA and a separate int8 copy each have their own threshold where the export measured one."""
+    if tta and isinstance((card.tta or {}).get("open_set"), dict):
+        return card.tta["open_set"]
+    separate_int8 = variant == "int8" and card.onnx.get("precision") != "int8"
+    if separate_int8 and isinstance((card.int8 or {}).get("open_set"), dict):
+        return card.int8["open_set"]
+    return card.open_set
 
 
 def default_threads() -> int:
@@ -163,7 +181,8 @@ class Classifier:
         if width != len(card.labels):
             raise ModelError(f"model card {card.path} has {len(card.labels)} labels but its model outputs {width} "
                              "classes: the card does not belong to this model")
-        self.score_name = card.open_set.get("score", "msp")
+        self.open_set = open_set_for(card, self.variant, tta)
+        self.score_name = self.open_set.get("score", "msp")
         self._pool: Executor | None = None
 
     def _output_width(self) -> int:

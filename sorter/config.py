@@ -157,7 +157,7 @@ class SorterConfig:
     target_precision: float | None = None  # pick the threshold from the card's curve instead (e.g. 0.98)
     batch_size: int = 32             # photos per onnxruntime run
     device: str = "auto"             # auto | cpu | cuda
-    workers: int = 0                 # decoding processes; 0 = one per CPU core
+    workers: int = 0                 # decoding threads; 0 = one per CPU core
     settle_seconds: float = 5.0      # a file is taken only after size and mtime held still this long
     tta: bool = False                # flip test-time augmentation (doubles inference cost)
     int8: bool | None = None         # use NAME.int8.onnx when present; None = when the card says it is as accurate

@@ -38,12 +38,14 @@ class Decision:
 
 
 def resolve_threshold(card: ModelCard, threshold: float | None = None,
-                      target_precision: float | None = None) -> tuple[float, str]:
-    """The review threshold and a phrase saying where it came from."""
+                      target_precision: float | None = None, open_set: dict | None = None) -> tuple[float, str]:
+    """The review threshold and a phrase saying where it came from. `open_set` is the card's section
+    for the model variant in use (default: the card's main one)."""
+    open_set = card.open_set if open_set is None else open_set
     if threshold is not None:
         return float(threshold), "--threshold"
     if target_precision is not None:
-        curve = card.open_set.get("curve")
+        curve = open_set.get("curve")
         if not curve:
             raise UserError(f"--target-precision: model card {card.name!r} has no open_set.curve")
         try:
@@ -56,7 +58,7 @@ def resolve_threshold(card: ModelCard, threshold: float | None = None,
         best = max(p for _, p in points)
         raise UserError(f"--target-precision {target_precision:g}: the model reaches at most {best:.3f} on its curve")
     try:
-        return float(card.open_set["threshold"]), "the model card's recommendation"
+        return float(open_set["threshold"]), "the model card's recommendation"
     except (KeyError, TypeError, ValueError):
         raise UserError(f"model card {card.name!r} has no open_set.threshold; pass --threshold") from None
 

@@ -9,7 +9,6 @@ flushed, the rest stays in the inbox for the next run.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 import sqlite3
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from .apply import Applier, now_iso
 from .card import ModelCard, find_model, read_card
+from .classify import Classifier, open_set_for, providers_for, wants_int8
 from .errors import StorageError, UserError
 from .fsops import FileOps
 from .index import Index
@@ -123,8 +123,10 @@ class Runner:
         self._classifier = None
         self.hash_workers = 2  # threads hashing ahead of the batch being applied (0: hash in the loop)
         self.card = load_card(settings.model, settings.exports_dir)
-        self.threshold, self.threshold_source = resolve_threshold(self.card, settings.threshold,
-                                                                  settings.target_precision)
+        on_cpu = providers_for(settings.device) == ["CPUExecutionProvider"]
+        variant = "int8" if wants_int8(self.card, settings.int8, on_cpu) else "fp32"
+        self.threshold, self.threshold_source = resolve_threshold(
+            self.card, settings.threshold, settings.target_precision, open_set_for(self.card, variant, settings.tta))
         self.inbox, self.library = check_paths(settings.inbox, settings.library)
 
     def classifier(self):
@@ -132,12 +134,9 @@ class Runner:
             if self._factory is not None:
                 self._classifier = self._factory(self.card)
             else:
-                from .classify import Classifier
                 s = self.settings
-                wanted = {"device": s.device, "batch_size": s.batch_size, "workers": s.workers, "int8": s.int8,
-                          "tta": s.tta}
-                accepted = inspect.signature(Classifier).parameters  # options the classifier offers
-                self._classifier = Classifier(self.card, **{k: v for k, v in wanted.items() if k in accepted})
+                self._classifier = Classifier(self.card, device=s.device, batch_size=s.batch_size,
+                                              workers=s.workers, int8=s.int8, tta=s.tta)
         return self._classifier
 
     def model_desc(self) -> str:

@@ -267,11 +267,6 @@ def test_a_file_still_being_written_is_left_until_it_holds_still(tmp_path, make_
     assert_consistent(inbox, lib, photo_inventory(lib))
 
 
-@pytest.mark.slow  # allocates about 2 GB today: not in the default run
-@pytest.mark.xfail(strict=True, reason="sorter/preprocess.py (speed's file): MAX_PIXELS (200 MP) counts pixels only; "
-                   "a 10000x10000 RGBA PNG of one colour (a 389 KB file) passes and decode.load peaks at 1937 MB RSS "
-                   "(full decode, then _to_rgb's RGBA copy + white background + composite; 14000x14000 RGB, 572 KB: "
-                   "1525 MB), per decode worker at once")
 def test_a_small_png_claiming_100_megapixels_of_rgba_is_rejected_or_cheap(tmp_path):
     import subprocess
     import sys

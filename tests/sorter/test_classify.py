@@ -28,3 +28,19 @@ def test_model_not_matching_card_is_refused(tiny_model):
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
     with pytest.raises(ModelError, match="does not match its card"):
         Classifier(read_card(tiny_model), device="cpu")
+
+
+def test_threshold_follows_the_model_variant_in_use(tiny_model):
+    """A separate int8 copy and flip TTA each have their own measured threshold in the card."""
+    from sorter.classify import open_set_for
+    from sorter.plan import resolve_threshold
+
+    card = read_card(tiny_model)
+    card.int8 = {"file": "tiny.int8.onnx", "sha256": "0" * 64, "open_set": {"score": "msp", "threshold": 0.7}}
+    card.tta = {"flip": True, "open_set": {"score": "msp", "threshold": 0.6}}
+    assert resolve_threshold(card, open_set=open_set_for(card, "fp32", tta=False))[0] == 0.5
+    assert resolve_threshold(card, open_set=open_set_for(card, "int8", tta=False))[0] == 0.7
+    assert resolve_threshold(card, open_set=open_set_for(card, "fp32", tta=True))[0] == 0.6
+    assert resolve_threshold(card, 0.9, open_set=open_set_for(card, "int8", tta=True))[0] == 0.9
+    card.onnx["precision"] = "int8"  # --int8-only export: the main section describes the int8 model
+    assert resolve_threshold(card, open_set=open_set_for(card, "int8", tta=False))[0] == 0.5
