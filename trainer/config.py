@@ -18,7 +18,7 @@ from sorter.errors import ConfigError
 class LRFindConfig:
     start_lr: float = 1e-5        # first LR of the exponential sweep
     end_lr: float = 1.0           # last LR of the sweep (the test usually stops earlier, at divergence)
-    iterations: int = 40          # mini-batches in the sweep (whole-network stage; each costs a train step)
+    iterations: int = 24          # mini-batches in the sweep (whole-network stage; each costs a train step)
     head_iterations: int = 100    # mini-batches in the head-only sweep (on cached features: nearly free)
     smoothing: float = 0.95       # exponential smoothing factor of the loss (debiased); 0 = raw loss
     diverge: float = 4.0          # stop when the smoothed loss exceeds this multiple of the best one
@@ -30,8 +30,8 @@ class LRFindConfig:
 @dataclass
 class TrainerConfig:
     # --- data (pixels) ---
-    resize: int = 144             # shorter side (px) photos are resized to; the eval transform's resize
-    crop: int = 128               # centre-crop side (px) at evaluation/export; training crops are this size too
+    resize: int = 160             # shorter side (px) photos are resized to; the eval transform's resize
+    crop: int = 144               # centre-crop side (px) at evaluation/export; training crops are this size too
     val_fraction: float = 0.2     # share of each class held out for validation when DATA has no val/ folder
     seed: int = 0                 # seed for the split, initialisation, augmentation and batch order
     cache_dir: str | None = "~/.cache/birdsort/trainer"  # on-disk cache of decoded photos; "" or None = memory only
@@ -47,8 +47,8 @@ class TrainerConfig:
     weights: str = "imagenet"     # imagenet | none | PATH (ResNet-18 state_dict or trainer checkpoint)
     # --- optimisation ---
     batch_size: int = 32          # photos per training step
-    head_epochs: int = 6          # stage 1: epochs on the new head with the backbone frozen (cached features)
-    epochs: int = 6              # stage 2: epochs on the whole network
+    head_epochs: int = 4          # stage 1: epochs on the new head with the backbone frozen (cached features)
+    epochs: int = 16             # stage 2: epochs on the whole network
     head_lr: float | None = None  # stage 1 peak LR; None = from the LR finder
     lr: float | None = None       # stage 2 peak LR of the head group; None = from the LR finder
     group_decay: float = 0.5      # stage 2 discriminative LRs: each earlier layer group gets this x the next one's
