@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from contextlib import contextmanager
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+from .card import sha256_file
 
 try:  # Linux: renameat2(RENAME_NOREPLACE) renames atomically and fails with EEXIST instead of overwriting
     _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
@@ -41,11 +43,7 @@ class FileOps:
             return f.read()
 
     def sha256(self, path: Path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(path, CHUNK)
 
     def samefile(self, a: Path, b: Path) -> bool:
         try:
