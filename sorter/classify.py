@@ -19,9 +19,8 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +197,9 @@ class Classifier:
         if self._pool is None:
             if self.pool_kind == "process":
                 # forkserver: never fork a process that holds onnxruntime's threads
+                from concurrent.futures import ProcessPoolExecutor  # here: the thread pool is the default
+                from multiprocessing import get_context
+
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
             else:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")

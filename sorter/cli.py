@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from .config import SorterConfig, load_section
 from .daemon import make_trigger, serve, stop_on_signals
@@ -39,6 +38,8 @@ class Progress:
 
     def start(self, total: int) -> None:
         if self.enabled and total:
+            from tqdm import tqdm  # here: `--quiet` runs and scripts do not pay for the import
+
             # disable=None: no bar when stderr is not a terminal (logs, cron mail)
             self.bar = tqdm(total=total, unit="file", desc="sorting", file=sys.stderr, leave=False, disable=None)
 

@@ -14,16 +14,18 @@ import signal
 import threading
 from collections.abc import Callable
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 from .errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
 
+# APScheduler is imported where it is used: a one-shot `sorter run` does not pay for it at start-up.
+
+
 def make_trigger(interval: float | None = None, cron: str | None = None, timezone: str | None = None):
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
     if cron:
         try:
             return CronTrigger.from_crontab(cron, timezone=timezone)
@@ -58,6 +60,8 @@ def serve(job: Callable[[threading.Event], object], trigger, stop: threading.Eve
     """Run `job(stop)` on `trigger` until `stop` is set (or `duration` seconds pass). Returns the number
     of job runs that completed. A user error in one run (disk full, library locked) is reported through
     `on_error` and the schedule goes on; the next run retries."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     runs = 0
     lock = threading.Lock()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from io import BytesIO
-from xml.sax.saxutils import escape
+from html import escape
 
 NS = {
     "x": "adobe:ns:meta/",
