@@ -15,6 +15,7 @@ Keys (the export step relies on the first eight):
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,27 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def publish_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Make `dst` hold what `src` holds, atomically: a hard link under a temporary name renamed over
+    `dst` (no copy; `src` is later replaced by rename, never rewritten in place, so `dst` keeps its
+    content). Where hard links are not possible (FAT, some network shares), a copy, fsynced, renamed."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
 
 
 def resolve(path_or_run: str | os.PathLike, name: str = "best.pt") -> Path:

@@ -31,7 +31,8 @@ class LRFindConfig:
 class TrainerConfig:
     # --- data (pixels) ---
     resize: int = 160             # shorter side (px) photos are resized to; the eval transform's resize
-    crop: int = 144               # centre-crop side (px) at evaluation/export; training crops are this size too
+    crop: int = 144               # centre-crop side (px) at evaluation/export
+    train_crop_ratio: float = 0.78  # side of the random training crops as a share of `crop` (0.78 x 144 = 112 px)
     val_fraction: float = 0.2     # share of each class held out for validation when DATA has no val/ folder
     seed: int = 0                 # seed for the split, initialisation, augmentation and batch order
     cache_dir: str | None = "~/.cache/birdsort/trainer"  # on-disk cache of decoded photos; "" or None = memory only
@@ -76,6 +77,8 @@ class TrainerConfig:
 
         if self.crop < 8 or self.resize < self.crop:
             raise bad("crop", f"must be at least 8 and at most resize ({self.resize}), got {self.crop}")
+        if not 0.25 <= self.train_crop_ratio <= 1.0:
+            raise bad("train_crop_ratio", f"must be between 0.25 and 1, got {self.train_crop_ratio}")
         if not 0.0 < self.val_fraction < 1.0:
             raise bad("val_fraction", "must be between 0 and 1")
         if not 0.0 < self.scale_min <= self.scale_max <= 1.0:
@@ -119,6 +122,12 @@ class TrainerConfig:
             raise bad("lr_find.rule", f"must be valley, steep or minimum, got {f.rule!r}")
         if not 0 < f.min_lr < f.max_lr:
             raise bad("lr_find.min_lr", "must be positive and below lr_find.max_lr")
+
+
+def train_crop(cfg: TrainerConfig) -> int:
+    """Side (px) of the random crops the whole network trains on: `train_crop_ratio` x `crop`, rounded
+    to a multiple of 8 (at least 8)."""
+    return max(8, int(round(cfg.crop * cfg.train_crop_ratio / 8)) * 8)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainerConfig:

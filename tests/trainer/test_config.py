@@ -24,6 +24,7 @@ def test_every_field_is_documented_in_config_toml():
 @pytest.mark.parametrize("text, key", [
     ("[trainer]\nprecision = \"fp16\"\n", "trainer.precision"),
     ("[trainer]\ncrop = 300\n", "trainer.crop"),
+    ("[trainer]\ntrain_crop_ratio = 1.5\n", "trainer.train_crop_ratio"),
     ("[trainer]\nepochs = \"ten\"\n", "trainer.epochs"),
     ("[trainer.lr_find]\nrule = \"magic\"\n", "trainer.lr_find.rule"),
     ("[trainer.lr_find]\nstart = 1\n", "trainer.lr_find.start"),
@@ -40,3 +41,12 @@ def test_overrides_apply_on_top(tmp_path):
     p.write_text("[trainer]\nepochs = 3\n")
     cfg = load_config(p, {"epochs": 5, "lr": None, "lr_find.rule": "minimum"})
     assert cfg.epochs == 5 and cfg.lr is None and cfg.lr_find.rule == "minimum"
+
+
+def test_training_crops_are_the_ratio_of_the_eval_crop_in_steps_of_8():
+    from trainer.config import train_crop
+
+    assert train_crop(TrainerConfig()) == 112  # the default: 0.78 x 144
+    assert train_crop(TrainerConfig(crop=144, train_crop_ratio=1.0)) == 144
+    assert train_crop(TrainerConfig(resize=40, crop=32, train_crop_ratio=0.78)) == 24
+    assert train_crop(TrainerConfig(resize=40, crop=8, train_crop_ratio=0.25)) == 8

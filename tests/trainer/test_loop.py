@@ -142,3 +142,47 @@ def test_evaluate_on_the_training_folder_scores_only_its_held_out_split(tmp_path
     assert m["n"] == 6  # the 20% held out, not all 30 photos
     other = tiny_tree(tmp_path / "other", n=3)  # a different folder with the same classes: all photos
     assert evaluate_checkpoint(tmp_path / "run", other, tmp_path / "eval2", pick_machine("cpu", "fp32"))["n"] == 9
+
+
+def test_the_whole_network_trains_on_smaller_crops_and_is_validated_on_the_eval_crop(tiny, tmp_path):
+    root, cfg, data = tiny
+    cfg = dataclasses.replace(cfg, head_lr=0.01, lr=0.01, head_epochs=0, epochs=1, train_crop_ratio=0.5)
+    from trainer.loop import Fit
+
+    run = Fit(cfg, data, pick_machine("cpu", "fp32"), tmp_path / "run", progress=False)
+    (tmp_path / "run").mkdir()
+    seen = []
+    run.model.conv1.register_forward_pre_hook(lambda m, args: seen.append((m.training, tuple(args[0].shape[-2:]))))
+    run.run()
+    assert {s for t, s in seen if t} == {(16, 16)}   # training batches: 0.5 x the 32 px eval crop
+    assert {s for t, s in seen if not t} == {(32, 32)}  # validation: the eval transform's crop
+
+
+def test_best_checkpoint_is_a_snapshot_that_later_epochs_do_not_change(tiny, tmp_path):
+    root, cfg, data = tiny
+    cfg = dataclasses.replace(cfg, head_lr=0.01, lr=0.01, head_epochs=1, epochs=3)
+    res = fit(cfg, root, tmp_path / "run", data=data, progress=False, evaluate=False)
+    best, last = load_checkpoint(res.run_dir, "best.pt"), load_checkpoint(res.run_dir, "last.pt")
+    assert (best["stage"], best["epoch"]) == (res.best["stage"], res.best["epoch"])
+    assert best["metrics"]["val_top1"] == max(r["val_acc"] for r in res.history)
+    if (best["stage"], best["epoch"]) != ("full", 3):  # an earlier epoch won: last.pt moved on since
+        assert any(not torch.equal(v, last["model"][k]) for k, v in best["model"].items())
+
+
+def test_publish_copy_is_atomic_and_survives_the_source_being_replaced(tmp_path, monkeypatch):
+    import os
+
+    from trainer.checkpoint import publish_copy, save_checkpoint
+
+    save_checkpoint({"v": 1}, tmp_path / "last.pt")
+    publish_copy(tmp_path / "last.pt", tmp_path / "best.pt")
+    save_checkpoint({"v": 2}, tmp_path / "last.pt")  # replaced by rename, as every epoch does
+    assert torch.load(tmp_path / "best.pt")["v"] == 1 and torch.load(tmp_path / "last.pt")["v"] == 2
+
+    def no_links(*a, **k):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # FAT, some network shares: a copy instead
+    publish_copy(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert torch.load(tmp_path / "best.pt")["v"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
