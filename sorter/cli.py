@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -101,7 +102,10 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, target_precision, batch_size,
         device, settle, no_sidecars, config_path, quiet) -> None:
-    """Sort the photos in INBOX into the library (once, --watch, or --schedule)."""
+    """Sort the photos in INBOX into the library (once, --watch, or --schedule).
+
+    A one-shot run stopped early by SIGTERM/SIGINT (after its current batch) exits 143/130."""
+    summary, cron = None, None
     try:
         cfg = load_section(SorterConfig, "sorter", config_path, {
             "library": str(library) if library else None, "model": model, "threshold": threshold,
@@ -137,7 +141,7 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
                     os._exit(130)
                 click.echo("stopped")
             else:
-                _one(runner, stop, quiet, dry_run)
+                summary = _one(runner, stop, quiet, dry_run)
         finally:
             restore()
             runner.close()
@@ -146,9 +150,13 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
     except KeyboardInterrupt:
         click.echo("error: interrupted; nothing was lost, the next run finishes the job", err=True)
         sys.exit(130)
+    if not (watch or cron) and summary is not None and summary.stopped:
+        # stopped early on request: photos are left in the inbox, so a script must not read "done" (0);
+        # everything done so far is flushed, and the exit status is the shell's for that signal (143, 130)
+        sys.exit(128 + int(getattr(stop, "signum", signal.SIGTERM)))
 
 
-def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> None:
+def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> RunSummary | None:
     progress = Progress(not quiet and not dry_run)  # a dry run prints its plan line by line instead
     try:
         plan = [ConsoleSink(click.echo)] if dry_run else []
@@ -157,8 +165,9 @@ def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watc
     finally:
         progress.close()
     if watching and not summary.report and not summary.recovered:
-        return  # a quiet poll
+        return summary  # a quiet poll
     print_summary(summary, runner.library.root, dry_run)
+    return summary
 
 
 @main.command()

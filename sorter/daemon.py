@@ -37,7 +37,8 @@ def make_trigger(interval: float | None = None, cron: str | None = None, timezon
 
 
 def stop_on_signals(stop: threading.Event, notify: Callable[[str], None] | None = None) -> Callable[[], None]:
-    """SIGTERM and SIGINT set `stop` (main thread only): the run finishes its batch. A second signal
+    """SIGTERM and SIGINT set `stop` (main thread only; `stop.signum` says which): the run finishes its
+    batch. A second signal
     raises KeyboardInterrupt at once (safe too: the journal lets the next run finish). Returns a
     function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
@@ -46,6 +47,7 @@ def stop_on_signals(stop: threading.Event, notify: Callable[[str], None] | None 
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
+        stop.signum = signum  # a one-shot run that stops early exits 128 + signum, as if killed by it
         stop.set()
         if notify:
             notify("stopping after the current batch (signal again to stop at once)")

@@ -111,7 +111,7 @@ class Outcome:
     trials: int = 0
     kills: int = 0              # signals sent
     mid_transaction: int = 0    # kills that left a transaction pending (landed inside a batch's moves)
-    graceful: int = 0           # SIGTERM: exit 0 after finishing the batch
+    graceful: int = 0           # SIGTERM: exit 143 (or 0 when all was done) after finishing the batch
     early: int = 0              # SIGTERM before the handler was installed (interpreter start-up)
     interrupted: int = 0        # a second SIGTERM: stopped at once, exit 130
     full_runs: int = 0
@@ -247,13 +247,16 @@ class KillTrials:
             assert_consistent(self.inbox, self.library, self.originals)
 
     def _after_term(self, code: int, out: str, err: str) -> None:
-        """SIGTERM: exit 0 with everything flushed (no pending transaction, lock released, index and
-        reports agree with the disk), or killed by the signal before the handler was installed."""
+        """SIGTERM: exit 143 (stopped after the current batch, photos left in the inbox) or 0 (the run
+        had finished its work), with everything flushed (no pending transaction, lock released, index
+        and reports agree with the disk); or killed by the signal before the handler was installed."""
         if code == -signal.SIGTERM:
             self.out.early += 1
             return
-        if code != 0:
+        if code not in (0, 128 + signal.SIGTERM):
             raise AssertionError(f"SIGTERM: sorter exited {code}: {err.strip()[-2000:]}")
+        if code == 128 + signal.SIGTERM:
+            assert "stopped on request" in out, out
         self.out.graceful += 1
         assert "Traceback" not in err, err
         assert pending(self.library) == 0, "SIGTERM left a transaction pending"

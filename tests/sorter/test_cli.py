@@ -130,3 +130,25 @@ def test_sigterm_stops_the_watcher_cleanly(tmp_path, tiny_card):
     assert "watching" in out and out.strip().endswith("stopped") and "Traceback" not in err
     assert (lib / "Green_Bird" / "a.jpg").is_file()
     assert not LibraryLock(lib / ".sorter" / "lock").acquire().stale  # released on the way out
+
+
+def test_sigterm_stops_a_one_shot_run_after_its_batch_with_exit_143(tmp_path, tiny_card):
+    """A script running `sorter run` must not read an early stop as "done": photos are left in the inbox."""
+    inbox, lib = tmp_path / "inbox", tmp_path / "lib"
+    for i in range(400):
+        make_colour_photo(inbox / f"p{i:03d}.jpg", ("green", "red")[i % 2], seed=i, size=(48, 40))
+    p = start_watcher(tmp_path, tiny_card, "--batch-size", "1")  # one-shot: no --watch/--schedule
+    try:
+        deadline = time.monotonic() + 60
+        while not any(lib.glob("*_Bird/*.jpg")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 143, (p.returncode, out, err)
+    assert "stopped on request" in out and "Traceback" not in err
+    filed = [f for f in lib.rglob("*.jpg") if ".sorter" not in f.parts]  # species folders and _review
+    left = list(inbox.glob("*.jpg"))
+    assert filed and left and len(filed) + len(left) == 400  # stopped mid-way, nothing lost
+    assert not LibraryLock(lib / ".sorter" / "lock").acquire().stale
