@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 from torch import nn
@@ -32,13 +32,12 @@ class CheckpointError(UserError):
     """A checkpoint or run folder is missing or unusable."""
 
 
-def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside `path`, fsync, then rename over it (never half-written)."""
-    path = Path(path)
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """`write(f)` into a temporary file beside `path`, fsync, then rename over it (never half-written)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,24 +46,25 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file beside `path`, fsync, then rename over it (never half-written)."""
+    return _atomic_write(Path(path), lambda f: torch.save(ckpt, f))
+
+
 def publish_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Make `dst` hold what `src` holds, atomically: a hard link under a temporary name renamed over
     `dst` (no copy; `src` is later replaced by rename, never rewritten in place, so `dst` keeps its
     content). Where hard links are not possible (FAT, some network shares), a copy, fsynced, renamed."""
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
     try:
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
+        os.link(src, tmp)
         os.replace(tmp, dst)
-    finally:
+    except OSError:
         tmp.unlink(missing_ok=True)
+        with open(src, "rb") as fin:
+            _atomic_write(dst, lambda fout: shutil.copyfileobj(fin, fout, 1 << 20))
     return dst
 
 
