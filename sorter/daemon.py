@@ -38,9 +38,8 @@ def make_trigger(interval: float | None = None, cron: str | None = None, timezon
 
 def stop_on_signals(stop: threading.Event, notify: Callable[[str], None] | None = None) -> Callable[[], None]:
     """SIGTERM and SIGINT set `stop` (main thread only; `stop.signum` says which): the run finishes its
-    batch. A second signal
-    raises KeyboardInterrupt at once (safe too: the journal lets the next run finish). Returns a
-    function restoring the old handlers."""
+    batch. A second signal raises KeyboardInterrupt at once (safe too: the journal lets the next run
+    finish). Returns a function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 

@@ -378,6 +378,9 @@ class Fit:
         self.lrs = dict(ckpt["lrs"])
         self.best = dict(ckpt.get("best", {}))
         self._resume_state = ckpt
+        if self.best and (self.best["stage"], self.best["epoch"]) == (ckpt["stage"], ckpt["epoch"]):
+            # stopped between writing last.pt and linking best.pt to it: link now (harmless otherwise)
+            publish_copy(run_dir / "last.pt", run_dir / "best.pt")
 
 
 @torch.no_grad()

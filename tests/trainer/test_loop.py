@@ -186,3 +186,15 @@ def test_publish_copy_is_atomic_and_survives_the_source_being_replaced(tmp_path,
     publish_copy(tmp_path / "last.pt", tmp_path / "best.pt")
     assert torch.load(tmp_path / "best.pt")["v"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
+
+
+def test_resume_links_best_when_stopped_between_last_and_best(tiny, tmp_path):
+    root, cfg, data = tiny
+    cfg = dataclasses.replace(cfg, head_lr=0.01, lr=0.01, head_epochs=1, epochs=2)
+    run = tmp_path / "run"
+    fit(cfg, root, run, data=data, progress=False, stop_after=1, evaluate=False)
+    (run / "best.pt").unlink()  # as if killed after last.pt was written, before best.pt was linked to it
+    from trainer.loop import Fit
+
+    Fit(cfg, data, pick_machine("cpu", "fp32"), run, progress=False).load_resume(run)
+    assert load_checkpoint(run, "best.pt")["epoch"] == load_checkpoint(run, "last.pt")["epoch"] == 1
