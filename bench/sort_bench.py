@@ -63,9 +63,12 @@ XMP = """<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>
 
 # --- photos -------------------------------------------------------------------------------------
 
-def camera_jpeg(src: Path, seed: int) -> bytes:
-    """A 6000x4000 camera-like JPEG made from a small photo: 3:2 crop, bicubic upscale, sensor noise."""
+def camera_jpeg(src: Path, seed: int, preview: tuple[int, int] | None = None) -> bytes:
+    """A 6000x4000 camera-like JPEG made from a small photo: 3:2 crop, bicubic upscale, sensor noise.
+    With `preview` (w, h), an MPO as Nikon, Sony or Fujifilm cameras write: the primary image plus an
+    MPF "Large Thumbnail" frame of that size (quality 90)."""
     import io
+    import struct
 
     im = Image.open(src).convert("RGB")
     w, h = im.size
@@ -79,8 +82,17 @@ def camera_jpeg(src: Path, seed: int) -> bytes:
     noise = np.roll(np.tile(tile, (4, 6, 1)), tuple(off), axis=(0, 1))
     a += noise * (2.0 + 0.3 * np.sqrt(a))  # read noise + shot noise (grows with signal)
     buf = io.BytesIO()
-    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92, subsampling="4:2:0")
-    return buf.getvalue()
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if preview is None:
+        im.save(buf, "JPEG", quality=92, subsampling="4:2:0")
+        return buf.getvalue()
+    small = im.resize(preview, Image.Resampling.LANCZOS)
+    im.save(buf, "MPO", save_all=True, append_images=[small], quality=92, subsampling="4:2:0")
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as mp:  # Pillow writes MP type "Undefined"; cameras "Large Thumbnail"
+        e = mp.mpinfo[0xB002][1]
+    old = struct.pack("<LLLHH", 0, e["Size"], e["DataOffset"], 0, 0)
+    return data.replace(old, struct.pack("<LLLHH", 0x010002, e["Size"], e["DataOffset"], 0, 0), 1)
 
 
 def with_comment(jpeg: bytes, text: str) -> bytes:
@@ -89,9 +101,11 @@ def with_comment(jpeg: bytes, text: str) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
 
 
-def build_pool(n: int, distinct: int) -> Path:
-    """bench/out/pool/: n distinct camera JPEGs (IMG_00000.JPG...), siblings for every 10th. Reused."""
-    base_dir, pool = OUT / "base", OUT / "pool"
+def build_pool(n: int, distinct: int, preview: tuple[int, int] | None = None) -> Path:
+    """bench/out/pool/: n distinct camera JPEGs (IMG_00000.JPG...), siblings for every 10th. Reused.
+    With `preview`: bench/out/pool_mpf<W>x<H>/, the same photos with an embedded MPF preview."""
+    tag = "" if preview is None else f"_mpf{preview[0]}x{preview[1]}"
+    base_dir, pool = OUT / f"base{tag}", OUT / f"pool{tag}"
     manifest = pool / "manifest.json"
     if pool.is_dir() and (not manifest.is_file() or json.loads(manifest.read_text()) != {"distinct": distinct}):
         shutil.rmtree(pool)  # made from another set of distinct photos: start again
@@ -107,7 +121,7 @@ def build_pool(n: int, distinct: int) -> Path:
         f = base_dir / f"base_{k:04d}.jpg"
         if not f.exists():
             tmp = f.with_suffix(".tmp")
-            tmp.write_bytes(camera_jpeg(sources[k % len(sources)], k))
+            tmp.write_bytes(camera_jpeg(sources[k % len(sources)], k, preview))
             os.replace(tmp, f)
             print(f"\rgenerating camera JPEGs {k + 1}/{distinct}", end="", file=sys.stderr, flush=True)
     bases = [f.read_bytes() for f in sorted(base_dir.glob("base_*.jpg"))[:distinct]]
@@ -331,6 +345,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="(classify runner) onnxruntime threads")
     ap.add_argument("--pool", choices=["thread", "process"], default=None)
     ap.add_argument("--int8", choices=["true", "false"], default=None, help="force the int8/fp32 model")
+    ap.add_argument("--preview", default=None, metavar="WxH",
+                    help="camera files with an embedded MPF preview of this size (e.g. 1616x1080, as Sony writes)")
     ap.add_argument("--json", type=Path, default=OUT / "results.json", help="where to write the figures")
     ap.add_argument("--child-classify", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -344,7 +360,10 @@ def main() -> None:
     free_gb = shutil.disk_usage(OUT.parent).free / 1e9
     if not (OUT / "pool" / f"IMG_{max(sizes) - 1:05d}.JPG").exists():
         print(f"disk free: {free_gb:.0f} GB; the photos need about {max(sizes) * 5.2 / 1000:.1f} GB", file=sys.stderr)
-    pool = build_pool(max(max(sizes), args.sample), args.distinct)
+    preview = tuple(int(v) for v in args.preview.lower().split("x")) if args.preview else None
+    if preview is not None and max(max(sizes), args.sample) > args.distinct:
+        sys.exit("--preview builds only --distinct photos: use --sizes up to that")
+    pool = build_pool(max(max(sizes), args.sample), args.distinct, preview)
     sample = photos(pool, args.sample)
 
     kw = {k: getattr(args, k) for k in ("workers", "threads", "pool") if getattr(args, k) is not None}
@@ -394,11 +413,12 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in res.items()}
     ideal = 1 / (1 / med["c1"] + 1 / med["c2"])
-    report = {"model": str(card_path), "variant": clf.variant, "input": [card.resize, card.crop],
+    report = {"model": str(card_path), "variant": clf.variant, "preview": args.preview, "input": [card.resize, card.crop],
               "batch_size": args.batch_size, "decode_pool": f"{clf.pool_kind} x{clf.workers}",
               "ort_threads": clf.threads, "runner": runner, "cores": cpu_count(), "trials": args.trials,
               **{k: v for k, v in med.items()}, "ideal": ideal, "a": {}}
-    print(f"\nphotos/s (median of {args.trials} trials; 6000x4000 JPEGs, about 5 MB each; {cpu_count()} cores)")
+    kind = f"with a {preview[0]}x{preview[1]} MPF preview each" if preview else "no embedded preview"
+    print(f"\nphotos/s (median of {args.trials} trials; 6000x4000 JPEGs, about 5 MB each, {kind}; {cpu_count()} cores)")
     print(f"  (b) baseline, full decode, one at a time : {med['b']:7.2f}   CPU {1000 * med['b_cpu']:5.0f} ms/photo"
           "   (Pillow decode, torchvision Resize + CenterCrop)")
     print(f"  (b2) the same with the project's resize  : {med['b2']:7.2f}   CPU {1000 * med['b2_cpu']:5.0f} ms/photo"

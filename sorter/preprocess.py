@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
@@ -106,10 +107,88 @@ def _is_jpeg(img: Image.Image) -> bool:
     return isinstance(img, JpegImagePlugin.JpegImageFile)
 
 
-def open_image(source: str | os.PathLike | Image.Image, min_side: int, draft: bool = True) -> Image.Image:
+# MP types (CIPA DC-007) of the frames a camera stores as its primary image scaled down
+PREVIEW_TYPES = frozenset({"Large Thumbnail (VGA Equivalent)", "Large Thumbnail (Full HD Equivalent)"})
+# how far (relative) a preview's aspect ratio may be from the primary's: rounding, not letterboxing
+PREVIEW_ASPECT_TOLERANCE = 0.02
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # corrupt EXIF: as stored
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _seek_preview(img: Image.Image, min_side: int) -> int | None:
+    """Select the camera's embedded preview of an MPO (a JPEG with an MPF index, as Nikon, Sony,
+    Fujifilm, Panasonic and OM cameras write) when it can stand in for the primary image: MP type "Large
+    Thumbnail" (the primary scaled down, not a stereo view or a panorama part), the same aspect ratio
+    (within PREVIEW_ASPECT_TOLERANCE: no letterbox, not stored upright when the primary is not), a shorter
+    side of at least `min_side`, and no EXIF orientation of its own that differs. The smallest such
+    frame wins: its Huffman data is a fraction of the primary's, which even draft mode must decode in
+    full. Returns the primary's EXIF orientation (to apply to the preview), or None, with the primary
+    selected, when no frame qualifies."""
+    try:
+        entries = img.mpinfo[0xB002]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    primary_w, primary_h = img.size
+    orientation = _orientation(img)
+    best: tuple[int, int] | None = None  # (pixels, frame)
+    moved = False
+    for frame, entry in enumerate(entries[1:], start=1):
+        attribute = entry.get("Attribute") if isinstance(entry, dict) else None
+        if not isinstance(attribute, dict) or attribute.get("MPType") not in PREVIEW_TYPES:
+            continue
+        try:
+            moved = True
+            img.seek(frame)
+            w, h = img.size
+            own = _orientation(img) if "exif" in img.info else orientation
+        except Exception:  # an unreadable index entry: not a usable preview
+            continue
+        if (min(w, h) >= min_side and img.mode == "RGB" and own == orientation
+                and abs(w * primary_h - h * primary_w) <= PREVIEW_ASPECT_TOLERANCE * primary_w * h
+                and (best is None or w * h < best[0])):
+            best = (w * h, frame)
+    if not moved:
+        return None
+    try:
+        img.seek(best[1] if best else 0)
+    except Exception:
+        img.seek(0)
+        return None
+    return orientation if best else None
+
+
+@contextmanager
+def _reasons():
+    """Decoder exceptions -> PreprocessError with a one-line reason for the report."""
+    try:
+        yield
+    except PreprocessError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PreprocessError(f"cannot decode: {msg}") from None
+    except Image.DecompressionBombError as e:
+        raise PreprocessError(f"decompression bomb: {e}") from None
+    except MemoryError:
+        raise PreprocessError("out of memory decoding image") from None
+
+
+def open_image(source: str | os.PathLike | Image.Image, min_side: int, draft: bool = True,
+               preview: bool = True) -> Image.Image:
     """Decode `source` to an upright RGB image whose shorter side is at least `min_side` when the
     original allows it (draft mode may shrink JPEGs on decode, never below `min_side`; `draft=False`
-    decodes at full resolution)."""
+    decodes at full resolution). With `draft` and `preview`, a camera JPEG's embedded preview is
+    decoded instead of the primary image where it can stand in for it (see `_seek_preview`); a
+    preview that fails to decode falls back to the primary image."""
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -125,15 +204,32 @@ def open_image(source: str | os.PathLike | Image.Image, min_side: int, draft: bo
             raise PreprocessError("is a directory") from None
         except OSError as e:
             raise PreprocessError(f"cannot open: {e}") from None
+    orientation = None
     try:
-        w, h = img.size
-        if w <= 0 or h <= 0:
-            raise PreprocessError("image has no pixels")
-        if w * h > MAX_PIXELS:
-            raise PreprocessError(f"image too large ({w}x{h} pixels): possible decompression bomb")
-        if getattr(img, "is_animated", False):
-            img.seek(0)  # animated GIF/PNG/WebP: classify the first frame
-        box = _draft_box((w, h), min_side) if draft and _is_jpeg(img) else None
+        with _reasons():
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise PreprocessError("image has no pixels")
+            if w * h > MAX_PIXELS:
+                raise PreprocessError(f"image too large ({w}x{h} pixels): possible decompression bomb")
+            if getattr(img, "is_animated", False):
+                img.seek(0)  # animated GIF/PNG/WebP: classify the first frame
+            if draft and preview and not isinstance(source, Image.Image) and getattr(img, "mpinfo", None):
+                orientation = _seek_preview(img, min_side)
+        return _decode(img, min_side, draft, orientation)
+    except PreprocessError:
+        if orientation is None:
+            raise
+    # the preview was selected and did not decode: the primary image may still be fine
+    img.close()
+    return open_image(source, min_side, draft, preview=False)
+
+
+def _decode(img: Image.Image, min_side: int, draft: bool, orientation: int | None) -> Image.Image:
+    """The selected frame of an opened image -> upright RGB (`orientation`: the EXIF orientation to
+    apply instead of the frame's own, for an embedded preview)."""
+    with _reasons():
+        box = _draft_box(img.size, min_side) if draft and _is_jpeg(img) else None
         if box is not None:
             img.draft("RGB", box)  # no-op on an image already loaded
         if _decode_cost(img) > MAX_DECODE_BYTES:
@@ -144,20 +240,14 @@ def open_image(source: str | os.PathLike | Image.Image, min_side: int, draft: bo
             warnings.simplefilter("ignore")
             img.load()
         img = _shrink(img, min_side)
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # corrupt EXIF: keep the pixels as stored
-            pass
+        if orientation is not None:
+            img = img.transpose(_ORIENT[orientation]) if orientation in _ORIENT else img
+        else:
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:  # corrupt EXIF: keep the pixels as stored
+                pass
         return _to_rgb(img, min_side)
-    except PreprocessError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PreprocessError(f"cannot decode: {msg}") from None
-    except Image.DecompressionBombError as e:
-        raise PreprocessError(f"decompression bomb: {e}") from None
-    except MemoryError:
-        raise PreprocessError("out of memory decoding image") from None
 
 
 def resize_shorter(img: Image.Image, side: int) -> Image.Image:

@@ -3,7 +3,9 @@ with a clear reason where the folder is absent (a fresh machine elsewhere)."""
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,23 @@ def make_colour_photo(path: Path, colour: str, size=(120, 90), seed: int = 0, fm
 def tiny_model(tmp_path) -> Path:
     """Card path of a tiny colour model in a temporary exports folder."""
     return make_tiny_model(tmp_path / "exports")
+
+
+LARGE_THUMBNAIL_FULL_HD = 0x010002  # MPF (CIPA DC-007) type of a camera's embedded preview
+
+
+def mpo_bytes(primary: Image.Image, preview: Image.Image, mptype: int = LARGE_THUMBNAIL_FULL_HD,
+              orientation: int | None = None, quality: int = 90) -> bytes:
+    """A camera-style MPO: `primary` + one more frame whose MP type is `mptype` (Pillow writes
+    "Undefined"; the entry is patched to what a camera writes), with an EXIF orientation if given."""
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    primary.save(buf, "MPO", save_all=True, append_images=[preview], quality=quality, exif=exif.tobytes())
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        entry = im.mpinfo[0xB002][1]
+    old = struct.pack("<LLLHH", 0, entry["Size"], entry["DataOffset"], 0, 0)
+    assert data.count(old) == 1
+    return data.replace(old, struct.pack("<LLLHH", mptype, entry["Size"], entry["DataOffset"], 0, 0))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from sorter.preprocess import is_draft_candidate, open_image, preprocess
+from sorter.preprocess import _seek_preview, is_draft_candidate, open_image, preprocess
+from tests.conftest import mpo_bytes
 
 RESIZE, CROP = 256, 224
 
@@ -98,11 +99,13 @@ def test_small_jpegs_and_other_formats_are_decoded_in_full(tmp_path, draft_spy):
     assert all(decoded == (500, 400) for _, decoded in draft_spy)  # no scaled decode happened
 
 
-def test_draft_path_matches_full_decoding_on_real_photos(shared_data, shared_models):
+@pytest.mark.parametrize("camera", ["JPEG", "MPO with a preview"])
+def test_draft_path_matches_full_decoding_on_real_photos(shared_data, shared_models, camera):
     """Real photos of the 175 species the stand-in backbone was trained on, upscaled to camera sizes, at
     the backbone's own input geometry (144 -> 128, where its predictions are confident; at 256 -> 224 it
     is unsure and near-ties make top-1 a coin flip for either path): the model's top-1 from the draft
-    path equals its top-1 from full-resolution decoding, photo by photo."""
+    path (for an MPO: its embedded quarter-size preview, in draft mode too) equals its top-1 from
+    full-resolution decoding of the primary image, photo by photo."""
     torch = pytest.importorskip("torch")
     from torchvision.models import resnet18
 
@@ -117,6 +120,12 @@ def test_draft_path_matches_full_decoding_on_real_photos(shared_data, shared_mod
     draft, full = [], []
     for i, f in enumerate(files[:16]):
         data = camera_like(Image.open(f), sizes[i % len(sizes)])
+        if camera != "JPEG":
+            primary = Image.open(io.BytesIO(data))
+            preview = primary.resize((primary.width // 4, primary.height // 4), Image.Resampling.LANCZOS)
+            data = mpo_bytes(primary, preview)
+            with Image.open(io.BytesIO(data)) as im:
+                assert _seek_preview(im, 144) is not None  # the preview path is the one measured
         draft.append(preprocess(io.BytesIO(data), 144, 128))  # the backbone's training geometry
         full.append(preprocess(io.BytesIO(data), 144, 128, draft=False))
         assert np.abs(draft[-1].astype(int) - full[-1]).mean() < 2.0  # grey levels, out of 255
