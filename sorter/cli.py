@@ -156,7 +156,8 @@ def run(inbox, library, watch, interval, schedule, dry_run, model, threshold, ta
         sys.exit(128 + int(getattr(stop, "signum", signal.SIGTERM)))
 
 
-def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool, watching: bool = False) -> RunSummary | None:
+def _one(runner: Runner, stop: threading.Event, quiet: bool, dry_run: bool,
+         watching: bool = False) -> RunSummary | None:
     progress = Progress(not quiet and not dry_run)  # a dry run prints its plan line by line instead
     try:
         plan = [ConsoleSink(click.echo)] if dry_run else []

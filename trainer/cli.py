@@ -39,7 +39,8 @@ def common(f):
         click.option("--resize", type=int, help="Shorter side (px) photos are resized to."),
         click.option("--crop", type=int, help="Centre-crop side (px) of evaluation (and exported) inputs."),
         click.option("--train-crop-ratio", type=float,
-                     help="Side of the whole network's random training crops as a share of --crop (0.78: 112 of 144 px)."),
+                     help="Side of the whole network's random training crops, as a share of --crop "
+                          "(0.78: 112 of 144 px)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train."),
         click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), help="bf16 autocast or fp32."),
         click.option("--seed", type=int, help="Seed of the split, initialisation and augmentation."),

@@ -32,7 +32,9 @@ from sorter.preprocess import PreprocessError, preprocess
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
-CACHE_VERSION = 2  # 2: camera JPEGs with an MPF preview decode from it. Bump when the cached pixels would change for the same files and geometry
+# bump when the cached pixels would change for the same files and geometry (2: camera JPEGs with an MPF
+# preview are decoded from it)
+CACHE_VERSION = 2
 
 
 class DataError(UserError):
